@@ -1,0 +1,55 @@
+/* tensor.h — the arithmetic of each tensor type and the matrix products.
+ *
+ * One table indexed by mf_type (as ggml's type_traits) gives, per type, the
+ * row conversions to and from f32 and the dot product of a weight row with an
+ * activation row already converted to the type's vec_dot_type (llama.cpp's
+ * choice: f16 weights meet f16 activations, q8_0 weights q8_0 activations).
+ * A scalar *_ref kernel exists for every entry; SIMD versions are chosen at
+ * run time by CPU features, and MF_FORCE_REF=1 forces the reference ones. */
+#ifndef MF_TENSOR_H
+#define MF_TENSOR_H
+
+#include "core/core.h"
+#include "core/dtype.h"
+
+/* n is a multiple of the type's block size in all of these. */
+typedef void (*mf_to_float_fn)(const void *src, float *dst, int64_t n);
+typedef void (*mf_from_float_fn)(const float *src, void *dst, int64_t n);
+/* *s = dot(x, y) over n elements; x of the weight type, y of its vec_dot_type. */
+typedef void (*mf_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y);
+
+typedef struct mf_type_traits {
+    mf_to_float_fn to_float;      /* NULL: cannot be read */
+    mf_from_float_fn from_float;  /* NULL: cannot be written */
+    mf_vec_dot_fn vec_dot;        /* NULL: no matmul for this weight type */
+    int vec_dot_type;             /* type activations are converted to */
+} mf_type_traits;
+
+/* The traits in use (SIMD where available). Entries are NULL for types
+ * memfit cannot compute with. */
+const mf_type_traits *mf_traits(int type);
+/* The scalar reference traits (the spec; tests compare against these). */
+const mf_type_traits *mf_traits_ref(int type);
+/* True if type can be used as a matmul weight. */
+bool mf_type_can_matmul(int type);
+
+/* fp16 / bf16 scalar conversions (exact IEEE round-to-nearest-even). */
+float mf_f16_to_f32(uint16_t h);
+uint16_t mf_f32_to_f16(float f);
+float mf_bf16_to_f32(uint16_t h);
+uint16_t mf_f32_to_bf16(float f);
+
+/* Y(n_tok, n_out) = X(n_tok, n_in) . W(n_out, n_in)^T
+ * W: n_out rows of n_in elements of type wtype (row stride = row bytes).
+ * X, Y: f32, row-major. The activations are first converted to the weight's
+ * vec_dot_type into scratch (mf_matmul_scratch_bytes), then output rows are
+ * split across the pool. Bit-identical for any thread count and any n_tok
+ * (each output is one vec_dot with a fixed order). */
+uint64_t mf_matmul_scratch_bytes(int wtype, int64_t n_in, int64_t n_tok);
+void mf_matmul(mf_pool *pool, const void *w, int wtype, int64_t n_in, int64_t n_out,
+               const float *x, int64_t n_tok, float *y, void *scratch);
+
+/* Convert row `row` of a matrix of type `type` (n_in columns) to f32. */
+void mf_get_row(const void *w, int type, int64_t n_in, int64_t row, float *dst);
+
+#endif
