@@ -101,6 +101,7 @@ mf_status mf_session_eval(mf_session *s, const int32_t *ids, int n, int all_logi
 const float *mf_session_logits(const mf_session *s, int i);
 int mf_session_pos(const mf_session *s);
 int mf_session_n_ctx(const mf_session *s);
+int mf_session_n_batch(const mf_session *s);
 void mf_session_reset(mf_session *s);
 
 /* ---- sampling ----------------------------------------------------------- */
@@ -141,6 +142,8 @@ mf_status mf_synth(const mf_synth_params *p, const char *path);
 
 /* Peak resident set (VmHWM) of this process in bytes, 0 if unknown. */
 uint64_t mf_peak_rss(void);
+/* Write n bytes to path atomically (path.tmp, fsync, rename). */
+mf_status mf_write_file(const char *path, const void *data, size_t n);
 /* Parse "512M", "2G", "1.5GiB", "1000000" into bytes. */
 mf_status mf_parse_size(const char *s, uint64_t *out);
 

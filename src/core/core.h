@@ -59,6 +59,8 @@ void mf_ledger_init(mf_ledger *l, uint64_t budget);
 /* 64-byte aligned, zero-filled. ledger may be NULL (counted nowhere). Returns
  * NULL with the error set (MF_E_BUDGET or MF_E_NOMEM). */
 void *mf_alloc(mf_ledger *l, uint64_t bytes, mf_tag tag);
+/* The same, returning the status (MF_E_BUDGET / MF_E_NOMEM) and *out. */
+mf_status mf_alloc_p(mf_ledger *l, uint64_t bytes, mf_tag tag, void **out);
 void mf_free(mf_ledger *l, void *p);
 
 /* ---- thread pool ------------------------------------------------------------------ */

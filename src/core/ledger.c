@@ -26,35 +26,38 @@ void mf_ledger_init(mf_ledger *l, uint64_t budget) {
 }
 
 void *mf_alloc(mf_ledger *l, uint64_t bytes, mf_tag tag) {
+    void *p = NULL;
+    mf_alloc_p(l, bytes, tag, &p);
+    return p;
+}
+
+mf_status mf_alloc_p(mf_ledger *l, uint64_t bytes, mf_tag tag, void **out) {
+    *out = NULL;
     uint64_t total;
     if (!mf_add_ok(bytes, HDR, &total) || total > (uint64_t)SIZE_MAX / 2) {
-        mf_errorf(MF_E_NOMEM, "allocation of %llu bytes (%s) is too large",
-                  (unsigned long long)bytes, mf_tag_name(tag));
-        return NULL;
+        return mf_errorf(MF_E_NOMEM, "allocation of %llu bytes (%s) is too large",
+                         (unsigned long long)bytes, mf_tag_name(tag));
     }
     if (l) {
         l->n_allocs++;
         if (l->fail_at && l->n_allocs == l->fail_at) {
-            mf_errorf(MF_E_NOMEM, "injected failure at allocation %ld (%s)", l->n_allocs,
-                      mf_tag_name(tag));
-            return NULL;
+            return mf_errorf(MF_E_NOMEM, "injected failure at allocation %ld (%s)",
+                             l->n_allocs, mf_tag_name(tag));
         }
         if (l->budget && l->total + bytes > l->budget) {
-            mf_errorf(MF_E_BUDGET,
-                      "allocating %llu bytes for %s would exceed the budget of %llu bytes "
-                      "(%llu in use)",
-                      (unsigned long long)bytes, mf_tag_name(tag),
-                      (unsigned long long)l->budget, (unsigned long long)l->total);
-            return NULL;
+            return mf_errorf(MF_E_BUDGET,
+                             "allocating %llu bytes for %s would exceed the budget of %llu "
+                             "bytes (%llu in use)",
+                             (unsigned long long)bytes, mf_tag_name(tag),
+                             (unsigned long long)l->budget, (unsigned long long)l->total);
         }
     }
     /* round up so aligned_alloc's size is a multiple of the alignment */
     uint64_t size = (total + HDR - 1) / HDR * HDR;
     unsigned char *p = aligned_alloc(HDR, (size_t)size);
     if (!p) {
-        mf_errorf(MF_E_NOMEM, "out of memory allocating %llu bytes for %s",
-                  (unsigned long long)bytes, mf_tag_name(tag));
-        return NULL;
+        return mf_errorf(MF_E_NOMEM, "out of memory allocating %llu bytes for %s",
+                         (unsigned long long)bytes, mf_tag_name(tag));
     }
     memset(p, 0, (size_t)size);
     block_hdr *h = (block_hdr *)p;
@@ -66,7 +69,8 @@ void *mf_alloc(mf_ledger *l, uint64_t bytes, mf_tag tag) {
         l->total += bytes;
         if (l->total > l->peak) l->peak = l->total;
     }
-    return p + HDR;
+    *out = p + HDR;
+    return MF_OK;
 }
 
 void mf_free(mf_ledger *l, void *ptr) {

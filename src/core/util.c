@@ -130,3 +130,14 @@ void mf_outfile_abort(mf_outfile *f) {
     remove(f->tmp);
     outfile_release(f);
 }
+
+mf_status mf_write_file(const char *path, const void *data, size_t n) {
+    mf_outfile f;
+    TRY(mf_outfile_open(&f, path));
+    mf_status st = mf_outfile_write(&f, data, n);
+    if (st != MF_OK) {
+        mf_outfile_abort(&f);
+        return st;
+    }
+    return mf_outfile_commit(&f);
+}

@@ -1,0 +1,127 @@
+/* session.c — creating a session (KV cache + buffers, all through the
+ * ledger, all sized up front) and evaluating batches of tokens. */
+#include "model/session.h"
+
+#include "tensor/tensor.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t max_scratch(const mf_model *m, int B) {
+    const mf_weight *ws[] = {&m->output};
+    uint64_t best = mf_matmul_scratch_bytes(ws[0]->type, ws[0]->n_in, B);
+    for (int l = 0; l < m->hp.n_layers; l++) {
+        const mf_layer *L = &m->layers[l];
+        const mf_weight *lw[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up,
+                                 &L->w_down};
+        for (size_t i = 0; i < sizeof lw / sizeof lw[0]; i++) {
+            uint64_t b = mf_matmul_scratch_bytes(lw[i]->type, lw[i]->n_in, B);
+            if (b > best) best = b;
+        }
+    }
+    return best;
+}
+
+static mf_status alloc_f32(mf_session *s, float **p, uint64_t a, uint64_t b, mf_tag tag) {
+    uint64_t n, bytes;
+    if (!mf_mul_ok(a, b, &n) || !mf_mul_ok(n, sizeof(float), &bytes))
+        return mf_errorf(MF_E_INVALID, "buffer size overflows");
+    return mf_alloc_p(&s->ledger, bytes, tag, (void **)p);
+}
+
+static mf_status alloc_buffers(mf_session *s) {
+    const mf_hparams *hp = &s->m->hp;
+    uint64_t B = (uint64_t)s->n_batch, qd = (uint64_t)hp->n_heads * hp->head_dim;
+    uint64_t kv = (uint64_t)hp->n_layers * (uint64_t)s->n_ctx;
+    TRY(alloc_f32(s, &s->k_cache, kv, (uint64_t)s->kv_dim, MF_TAG_KV));
+    TRY(alloc_f32(s, &s->v_cache, kv, (uint64_t)s->kv_dim, MF_TAG_KV));
+    TRY(alloc_f32(s, &s->x, B, (uint64_t)hp->dim, MF_TAG_ACT));
+    TRY(alloc_f32(s, &s->xb, B, (uint64_t)hp->dim, MF_TAG_ACT));
+    TRY(alloc_f32(s, &s->q, B, qd, MF_TAG_ACT));
+    TRY(alloc_f32(s, &s->k, B, (uint64_t)s->kv_dim, MF_TAG_ACT));
+    TRY(alloc_f32(s, &s->v, B, (uint64_t)s->kv_dim, MF_TAG_ACT));
+    TRY(alloc_f32(s, &s->att, B, qd, MF_TAG_ACT));
+    TRY(alloc_f32(s, &s->hb, B, (uint64_t)hp->n_ff, MF_TAG_ACT));
+    TRY(alloc_f32(s, &s->hb2, B, (uint64_t)hp->n_ff, MF_TAG_ACT));
+    TRY(alloc_f32(s, &s->rope, B, (uint64_t)hp->rope_dim, MF_TAG_ACT));
+    TRY(alloc_f32(s, &s->scores, (uint64_t)mf_pool_size(s->pool), (uint64_t)s->n_ctx,
+                  MF_TAG_SCRATCH));
+    TRY(alloc_f32(s, &s->logits, B, (uint64_t)hp->n_vocab, MF_TAG_LOGITS));
+    return mf_alloc_p(&s->ledger, max_scratch(s->m, s->n_batch) + 64, MF_TAG_SCRATCH,
+                      &s->mm_scratch);
+}
+
+mf_status mf_session_create(mf_model *m, const mf_session_params *p, mf_session **out) {
+    *out = NULL;
+    mf_session_params def = {0};
+    if (!p) p = &def;
+    if (p->n_ctx < 0 || p->n_batch < 0 || p->n_threads < 0)
+        return mf_errorf(MF_E_INVALID, "negative context, batch or thread count");
+    mf_session *s = calloc(1, sizeof *s);
+    if (!s) return mf_errorf(MF_E_NOMEM, "out of memory");
+    s->m = m;
+    s->n_ctx = p->n_ctx ? p->n_ctx : m->hp.n_ctx_train;
+    s->n_batch = p->n_batch ? p->n_batch : 512;
+    if (s->n_batch > s->n_ctx) s->n_batch = s->n_ctx;
+    s->kv_dim = m->hp.n_kv_heads * m->hp.head_dim;
+    mf_ledger_init(&s->ledger, 0);
+    mf_status st = mf_pool_create(p->n_threads, &s->pool);
+    if (st == MF_OK) st = alloc_buffers(s);
+    if (st != MF_OK) {
+        mf_session_free(s);
+        return st;
+    }
+    *out = s;
+    return MF_OK;
+}
+
+void mf_session_free(mf_session *s) {
+    if (!s) return;
+    float **bufs[] = {&s->k_cache, &s->v_cache, &s->x, &s->xb, &s->q, &s->k, &s->v,
+                      &s->att, &s->hb, &s->hb2, &s->rope, &s->scores, &s->logits};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) mf_free(&s->ledger, *bufs[i]);
+    mf_free(&s->ledger, s->mm_scratch);
+    mf_pool_free(s->pool);
+    free(s);
+}
+
+mf_status mf_session_eval(mf_session *s, const int32_t *ids, int n, int all_logits) {
+    if (n <= 0) return mf_errorf(MF_E_INVALID, "nothing to evaluate (%d tokens)", n);
+    if (all_logits && n > s->n_batch)
+        return mf_errorf(MF_E_INVALID, "%d tokens with all logits exceed the batch of %d", n,
+                         s->n_batch);
+    if (n > s->n_ctx - s->pos)
+        return mf_errorf(MF_E_CONTEXT_FULL, "context full: %d tokens at position %d exceed "
+                         "the context of %d", n, s->pos, s->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= s->m->hp.n_vocab)
+            return mf_errorf(MF_E_INVALID, "token id %d is outside the vocabulary (0..%d)",
+                             ids[i], s->m->hp.n_vocab - 1);
+    for (int done = 0; done < n;) {
+        int chunk = n - done < s->n_batch ? n - done : s->n_batch;
+        bool last = done + chunk == n;
+        mf_forward(s, ids + done, chunk, all_logits && last);
+        s->pos += chunk;
+        s->n_last = chunk;
+        s->logits_rows = all_logits ? chunk : 1;
+        done += chunk;
+    }
+    return MF_OK;
+}
+
+const float *mf_session_logits(const mf_session *s, int i) {
+    if (s->n_last == 0) return NULL;
+    if (i < 0) i = s->n_last - 1;
+    if (i >= s->n_last) return NULL;
+    if (s->logits_rows == 1) return i == s->n_last - 1 ? s->logits : NULL;
+    return s->logits + (size_t)i * (size_t)s->m->hp.n_vocab;
+}
+
+int mf_session_pos(const mf_session *s) { return s->pos; }
+int mf_session_n_ctx(const mf_session *s) { return s->n_ctx; }
+int mf_session_n_batch(const mf_session *s) { return s->n_batch; }
+
+void mf_session_reset(mf_session *s) {
+    s->pos = 0;
+    s->n_last = 0;
+}

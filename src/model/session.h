@@ -1,0 +1,36 @@
+/* session.h — the state of one sequence being evaluated (internal).
+ *
+ * A session owns the KV cache and every activation buffer of a forward pass
+ * for up to n_batch tokens; all of it is charged to the session's ledger and
+ * allocated once at creation. Shapes are written (rows, cols) row-major. */
+#ifndef MF_SESSION_H
+#define MF_SESSION_H
+
+#include "model/model.h"
+
+struct mf_session {
+    mf_model *m;              /* borrowed */
+    mf_pool *pool;
+    mf_ledger ledger;
+    int n_ctx, n_batch, pos;
+    int kv_dim;               /* n_kv_heads * head_dim */
+    float *k_cache;           /* (n_layers, n_ctx, kv_dim) */
+    float *v_cache;           /* (n_layers, n_ctx, kv_dim) */
+    float *x;                 /* (B, dim) residual stream */
+    float *xb;                /* (B, dim) normed input of a block */
+    float *q;                 /* (B, n_heads*head_dim) */
+    float *k, *v;             /* (B, kv_dim) */
+    float *att;               /* (B, n_heads*head_dim) attention output */
+    float *hb, *hb2;          /* (B, n_ff) */
+    float *rope;              /* (B, rope_dim): cos, sin interleaved per pair */
+    float *scores;            /* (n_threads, n_ctx) */
+    float *logits;            /* (B, n_vocab) */
+    void *mm_scratch;         /* activations converted for the matmul */
+    int n_last;               /* tokens in the last eval */
+    int logits_rows;          /* rows of logits kept: n_last or 1 */
+};
+
+/* One forward pass over n <= n_batch tokens at positions s->pos.. */
+void mf_forward(mf_session *s, const int32_t *ids, int n, bool all_logits);
+
+#endif
