@@ -71,3 +71,17 @@ clean:
 	rm -rf build build-san build-fuzz memfit
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+
+$(BUILD)/bench/%: bench/%.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(ISA_avx2) -o $@ $< $(LIB) $(LDLIBS)
+
+# The demo: a random model (with the Llama-2 vocabulary when ../shared is
+# there), its tensor table, and generated text (gibberish: random weights).
+DEMO_VOCAB = $(wildcard ../shared/models/llama-2-tiny-random.gguf)
+demo: memfit
+	./memfit synth -o build/demo.gguf --dim 256 --layers 4 --heads 8 --kv-heads 4 --ff 768 \
+	    $(if $(DEMO_VOCAB),--vocab-from $(DEMO_VOCAB),--vocab 512) --seed 1
+	./memfit info build/demo.gguf | head -14
+	$(if $(DEMO_VOCAB),./memfit run -m build/demo.gguf -p "Once upon a time" -n 32 --seed 1,./memfit run -m build/demo.gguf --ids 1,2,3 -n 32 --seed 1)
+.PHONY: demo

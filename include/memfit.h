@@ -130,7 +130,7 @@ void mf_sampler_accept(mf_sampler *s, int32_t id);
 
 typedef struct mf_synth_params {
     int dim, n_layers, n_heads, n_kv_heads, n_ff, n_vocab, n_ctx;
-    int type_f32;            /* 0: f16 weights, 1: f32 */
+    const char *type;        /* matrix type: "f16" (NULL), "f32", "bf16" or "q8_0" */
     uint64_t seed;
     const char *vocab_from;  /* GGUF whose tokenizer is copied, or NULL */
 } mf_synth_params;

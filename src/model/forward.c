@@ -10,6 +10,7 @@
 #include "model/session.h"
 
 #include "tensor/tensor.h"
+#include "tensor/vec.h"
 
 #include <math.h>
 #include <string.h>
@@ -62,19 +63,20 @@ typedef struct {
     int layer, T;
 } attn_job;
 
-/* One (token, head): softmax(q·K^T / sqrt(d)) · V over positions 0..pos_t. */
-static void attend_one(mf_session *s, int layer, int t, int h, float *scores) {
+/* One (token, head): softmax(q·K^T / sqrt(d)) · V over positions 0..pos_t.
+ * Dots and the weighted sum use llama.cpp's 16-lane order (tensor/vec.h):
+ * lane l of the output accumulates the positions j = l mod 16. */
+static void attend_one(mf_session *s, int layer, int t, int h, float *scores, float *lanes) {
     const mf_hparams *hp = &s->m->hp;
     int hd = hp->head_dim, kvh = h / (hp->n_heads / hp->n_kv_heads);
     int n_pos = s->pos + t + 1;
     size_t lbase = (size_t)layer * s->n_ctx * s->kv_dim;
     const float *q = s->q + ((size_t)t * hp->n_heads + h) * hd;
+    const float *kc = s->k_cache + lbase + (size_t)kvh * hd;
+    const float *vc = s->v_cache + lbase + (size_t)kvh * hd;
     float scale = 1.0f / sqrtf((float)hd), mx = -INFINITY;
     for (int j = 0; j < n_pos; j++) {
-        const float *k = s->k_cache + lbase + (size_t)j * s->kv_dim + (size_t)kvh * hd;
-        float d = 0.0f;
-        for (int i = 0; i < hd; i++) d += q[i] * k[i];
-        scores[j] = d * scale;
+        scores[j] = mf_vec_dot16(hd, q, kc + (size_t)j * s->kv_dim) * scale;
         if (scores[j] > mx) mx = scores[j];
     }
     double sum = 0.0;
@@ -83,13 +85,10 @@ static void attend_one(mf_session *s, int layer, int t, int h, float *scores) {
         sum += scores[j];
     }
     float inv = (float)(1.0 / sum);
-    float *out = s->att + ((size_t)t * hp->n_heads + h) * hd;
-    memset(out, 0, sizeof(float) * (size_t)hd);
-    for (int j = 0; j < n_pos; j++) {
-        const float *v = s->v_cache + lbase + (size_t)j * s->kv_dim + (size_t)kvh * hd;
-        float p = scores[j] * inv;
-        for (int i = 0; i < hd; i++) out[i] += p * v[i];
-    }
+    memset(lanes, 0, sizeof(float) * 16 * (size_t)hd);
+    for (int j = 0; j < n_pos; j++)
+        mf_vec_fma(hd, lanes + (size_t)(j % 16) * hd, vc + (size_t)j * s->kv_dim, scores[j] * inv);
+    mf_vec_reduce16(hd, lanes, s->att + ((size_t)t * hp->n_heads + h) * hd);
 }
 
 static void attn_task(void *ctx, int ith, int nth) {
@@ -99,7 +98,9 @@ static void attn_task(void *ctx, int ith, int nth) {
     int64_t lo, hi;
     mf_split((int64_t)job->T * nh, ith, nth, &lo, &hi);
     float *scores = s->scores + (size_t)ith * s->n_ctx;
-    for (int64_t i = lo; i < hi; i++) attend_one(s, job->layer, (int)(i / nh), (int)(i % nh), scores);
+    float *lanes = s->lanes + (size_t)ith * 16 * s->m->hp.head_dim;
+    for (int64_t i = lo; i < hi; i++)
+        attend_one(s, job->layer, (int)(i / nh), (int)(i % nh), scores, lanes);
 }
 
 static void matmul(mf_session *s, const mf_weight *w, const float *x, int T, float *y) {

@@ -46,6 +46,8 @@ static mf_status alloc_buffers(mf_session *s) {
     TRY(alloc_f32(s, &s->rope, B, (uint64_t)hp->rope_dim, MF_TAG_ACT));
     TRY(alloc_f32(s, &s->scores, (uint64_t)mf_pool_size(s->pool), (uint64_t)s->n_ctx,
                   MF_TAG_SCRATCH));
+    TRY(alloc_f32(s, &s->lanes, (uint64_t)mf_pool_size(s->pool) * 16, (uint64_t)hp->head_dim,
+                  MF_TAG_SCRATCH));
     TRY(alloc_f32(s, &s->logits, B, (uint64_t)hp->n_vocab, MF_TAG_LOGITS));
     return mf_alloc_p(&s->ledger, max_scratch(s->m, s->n_batch) + 64, MF_TAG_SCRATCH,
                       &s->mm_scratch);
@@ -78,7 +80,7 @@ mf_status mf_session_create(mf_model *m, const mf_session_params *p, mf_session 
 void mf_session_free(mf_session *s) {
     if (!s) return;
     float **bufs[] = {&s->k_cache, &s->v_cache, &s->x, &s->xb, &s->q, &s->k, &s->v,
-                      &s->att, &s->hb, &s->hb2, &s->rope, &s->scores, &s->logits};
+                      &s->att, &s->hb, &s->hb2, &s->rope, &s->scores, &s->lanes, &s->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) mf_free(&s->ledger, *bufs[i]);
     mf_free(&s->ledger, s->mm_scratch);
     mf_pool_free(s->pool);

@@ -24,6 +24,7 @@ struct mf_session {
     float *hb, *hb2;          /* (B, n_ff) */
     float *rope;              /* (B, rope_dim): cos, sin interleaved per pair */
     float *scores;            /* (n_threads, n_ctx) */
+    float *lanes;             /* (n_threads, 16, head_dim) attention accumulators */
     float *logits;            /* (B, n_vocab) */
     void *mm_scratch;         /* activations converted for the matmul */
     int n_last;               /* tokens in the last eval */

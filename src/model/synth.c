@@ -16,8 +16,11 @@
 
 typedef struct {
     uint64_t seed;
-    int type;        /* MF_TYPE_F16 or MF_TYPE_F32 for matrices */
+    int type;        /* the type of every matrix */
     int *is_norm;    /* per tensor index */
+    int *row_lens;   /* per tensor index: ne[0] */
+    int row_len;     /* of the tensor being filled */
+    float *row;      /* (max row length) f32 staging */
 } synth_ctx;
 
 static uint64_t splitmix64(uint64_t *s) {
@@ -27,27 +30,28 @@ static uint64_t splitmix64(uint64_t *s) {
     return z ^ (z >> 31);
 }
 
+/* Rows of uniform(-a, a) numbers in f32, converted to the tensor's type. */
 static mf_status fill(void *vctx, int idx, void *dst, uint64_t n_bytes) {
     synth_ctx *c = vctx;
+    c->row_len = c->row_lens[idx];
     if (c->is_norm[idx]) {
         float *f = dst;
         for (uint64_t i = 0; i < n_bytes / 4; i++) f[i] = 1.0f;
         return MF_OK;
     }
     uint64_t state = c->seed ^ (0x5851f42d4c957f2dull * (uint64_t)(idx + 1));
-    const float a = 0.02f * sqrtf(3.0f);  /* uniform(-a, a) has std 0.02 */
-    const float k = a / 2147483648.0f;
-    if (c->type == MF_TYPE_F32) {
-        float *f = dst;
-        for (uint64_t i = 0; i < n_bytes / 4; i++)
-            f[i] = (float)(int32_t)(uint32_t)(splitmix64(&state) >> 32) * k;
-    } else {
-        uint16_t *h = dst;
-        for (uint64_t i = 0; i < n_bytes / 2; i += 2) {
+    const float k = 0.02f * sqrtf(3.0f) / 2147483648.0f;  /* uniform(-a, a): std 0.02 */
+    const mf_type_traits *tr = mf_traits(c->type);
+    uint64_t row_bytes;
+    if (!mf_type_row_bytes(c->type, (uint64_t)c->row_len, &row_bytes) || n_bytes % row_bytes)
+        return mf_errorf(MF_E_INVALID, "synth: bad row length %d", c->row_len);
+    for (uint64_t off = 0; off < n_bytes; off += row_bytes) {
+        for (int i = 0; i < c->row_len; i += 2) {
             uint64_t r = splitmix64(&state);
-            h[i] = mf_f32_to_f16((float)(int32_t)(uint32_t)r * k);
-            if (i + 1 < n_bytes / 2) h[i + 1] = mf_f32_to_f16((float)(int32_t)(r >> 32) * k);
+            c->row[i] = (float)(int32_t)(uint32_t)r * k;
+            c->row[i + 1] = (float)(int32_t)(uint32_t)(r >> 32) * k;
         }
+        tr->from_float(c->row, (char *)dst + off, c->row_len);
     }
     return MF_OK;
 }
@@ -65,11 +69,12 @@ static mf_status check_params(const mf_synth_params *p) {
     return MF_OK;
 }
 
-typedef struct { mf_gguf_writer *w; int *is_norm; int n; } tensor_list;
+typedef struct { mf_gguf_writer *w; int *is_norm, *row_lens; int n; } tensor_list;
 
 static mf_status add(tensor_list *tl, const char *name, int64_t n_in, int64_t n_out, int type) {
     int64_t ne[2] = {n_in, n_out};
-    tl->is_norm[tl->n++] = n_out == 0;
+    tl->is_norm[tl->n] = n_out == 0;
+    tl->row_lens[tl->n++] = (int)n_in;
     return mf_gguf_writer_add_tensor(tl->w, name, n_out ? 2 : 1, ne, n_out ? type : MF_TYPE_F32,
                                      NULL);
 }
@@ -98,7 +103,9 @@ static mf_status add_tensors(tensor_list *tl, const mf_synth_params *p, int type
 static mf_status set_metadata(mf_gguf_writer *w, const mf_synth_params *p, int type) {
     TRY(mf_gguf_writer_set_str(w, "general.architecture", "llama"));
     TRY(mf_gguf_writer_set_str(w, "general.name", "memfit synth"));
-    TRY(mf_gguf_writer_set_u32(w, "general.file_type", type == MF_TYPE_F32 ? 0 : 1));
+    /* llama.cpp's llama_ftype numbers: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q8_0 7, MOSTLY_BF16 32 */
+    uint32_t ftype = type == MF_TYPE_F32 ? 0 : type == MF_TYPE_F16 ? 1 : type == MF_TYPE_Q8_0 ? 7 : 32;
+    TRY(mf_gguf_writer_set_u32(w, "general.file_type", ftype));
     TRY(mf_gguf_writer_set_u32(w, "llama.context_length", (uint32_t)(p->n_ctx ? p->n_ctx : 2048)));
     TRY(mf_gguf_writer_set_u32(w, "llama.embedding_length", (uint32_t)p->dim));
     TRY(mf_gguf_writer_set_u32(w, "llama.block_count", (uint32_t)p->n_layers));
@@ -122,11 +129,25 @@ static mf_status copy_vocab(mf_gguf_writer *w, const mf_gguf *v, int *n_vocab) {
     return MF_OK;
 }
 
+static mf_status pick_type(const mf_synth_params *q, int *type) {
+    const char *name = q->type ? q->type : "f16";
+    *type = mf_type_from_name(name);
+    if (*type != MF_TYPE_F16 && *type != MF_TYPE_F32 && *type != MF_TYPE_BF16 &&
+        *type != MF_TYPE_Q8_0)
+        return mf_errorf(MF_E_INVALID, "synth: type '%s' is not one of f16, f32, bf16, q8_0",
+                         name);
+    int blk = mf_type_layout_of(*type)->block;
+    if (q->dim % blk || q->n_ff % blk)
+        return mf_errorf(MF_E_INVALID, "synth: %s needs dim and ff to be multiples of %d", name,
+                         blk);
+    return MF_OK;
+}
+
 static mf_status synth_write(mf_gguf_writer *w, mf_synth_params q, const char *path,
-                             mf_gguf *vocab, int *is_norm) {
-    int type = q.type_f32 ? MF_TYPE_F32 : MF_TYPE_F16;
+                             mf_gguf *vocab, synth_ctx *ctx) {
+    int type;
     if (vocab) {
-        int nv;
+        int nv = 0;
         TRY(copy_vocab(w, vocab, &nv));
         if (q.n_vocab && q.n_vocab != nv)
             return mf_errorf(MF_E_INVALID, "synth: --vocab %d differs from the %d tokens of "
@@ -134,11 +155,13 @@ static mf_status synth_write(mf_gguf_writer *w, mf_synth_params q, const char *p
         q.n_vocab = nv;
     }
     TRY(check_params(&q));
+    TRY(pick_type(&q, &type));
     TRY(set_metadata(w, &q, type));
-    tensor_list tl = {w, is_norm, 0};
+    tensor_list tl = {w, ctx->is_norm, ctx->row_lens, 0};
     TRY(add_tensors(&tl, &q, type));
-    synth_ctx ctx = {q.seed, type, is_norm};
-    return mf_gguf_writer_write(w, path, fill, &ctx);
+    ctx->seed = q.seed;
+    ctx->type = type;
+    return mf_gguf_writer_write(w, path, fill, ctx);
 }
 
 mf_status mf_synth(const mf_synth_params *p, const char *path) {
@@ -149,13 +172,18 @@ mf_status mf_synth(const mf_synth_params *p, const char *path) {
         return mf_errorf(MF_E_INVALID, "synth: layer count must be in 1..%d", 1 << 20);
     mf_gguf *vocab = NULL;
     mf_gguf_writer *w = NULL;
-    int *is_norm = calloc((size_t)p->n_layers * 9 + 4, sizeof(int));
-    mf_status st = is_norm ? MF_OK : mf_errorf(MF_E_NOMEM, "out of memory");
+    size_t n_t = (size_t)p->n_layers * 9 + 4, row = (size_t)(p->dim > p->n_ff ? p->dim : p->n_ff);
+    synth_ctx ctx = {.is_norm = calloc(n_t, sizeof(int)), .row_lens = calloc(n_t, sizeof(int)),
+                     .row = calloc(row + 2, sizeof(float))};
+    mf_status st = ctx.is_norm && ctx.row_lens && ctx.row ? MF_OK
+                                                          : mf_errorf(MF_E_NOMEM, "out of memory");
     if (st == MF_OK && p->vocab_from) st = mf_gguf_open(p->vocab_from, &vocab);
     if (st == MF_OK) st = mf_gguf_writer_create(&w);
-    if (st == MF_OK) st = synth_write(w, *p, path, vocab, is_norm);
+    if (st == MF_OK) st = synth_write(w, *p, path, vocab, &ctx);
     mf_gguf_writer_free(w);
     mf_gguf_close(vocab);
-    free(is_norm);
+    free(ctx.is_norm);
+    free(ctx.row_lens);
+    free(ctx.row);
     return st;
 }
