@@ -115,6 +115,9 @@ mf_status mf_gguf_writer_set_value(mf_gguf_writer *w, const char *key, const mf_
 /* data: the tensor's bytes (borrowed until write), or NULL to use fill at write time. */
 mf_status mf_gguf_writer_add_tensor(mf_gguf_writer *w, const char *name, int n_dims,
                                     const int64_t *ne, int type, const void *data);
+/* Refuse to write to input_path (or to input_path being path.tmp): call it
+ * with each file the tensors or values were read from. */
+mf_status mf_gguf_writer_protect(mf_gguf_writer *w, const char *input_path);
 /* Write atomically (path.tmp + fsync + rename). Refuses to overwrite an input
  * that is the same file. fill may be NULL if every tensor has data. */
 mf_status mf_gguf_writer_write(mf_gguf_writer *w, const char *path, mf_gguf_fill_fn fill,
