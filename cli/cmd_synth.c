@@ -6,7 +6,7 @@
 
 static const char *usage_text =
     "usage: memfit synth -o OUT.gguf --dim D --layers L --heads H [--kv-heads K] --ff F\n"
-    "                    --vocab V [--ctx N] [--type f16|f32] [--seed S] [--vocab-from VOCAB.gguf]\n";
+    "                    --vocab V [--ctx N] [--type f16|f32|bf16|q8_0] [--seed S] [--vocab-from VOCAB.gguf]\n";
 
 static bool synth_opt(int argc, char **argv, int *i, mf_synth_params *p, const char **out,
                       bool *bad) {
@@ -26,8 +26,7 @@ static bool synth_opt(int argc, char **argv, int *i, mf_synth_params *p, const c
     else if (cli_opt(argc, argv, i, "--seed", NULL, &v, &miss)) {
         if (!miss && !cli_u64(v, &p->seed)) *bad = true;
     } else if (cli_opt(argc, argv, i, "--type", NULL, &v, &miss)) {
-        if (!miss && !strcmp(v, "f32")) p->type_f32 = 1;
-        else if (miss || strcmp(v, "f16")) *bad = true;
+        p->type = v;
     } else return false;
     if (miss) *bad = true;
     return true;

@@ -79,10 +79,13 @@ static void attend_one(mf_session *s, int layer, int t, int h, float *scores, fl
         scores[j] = mf_vec_dot16(hd, q, kc + (size_t)j * s->kv_dim) * scale;
         if (scores[j] > mx) mx = scores[j];
     }
+    /* llama.cpp pads the cache view to 32 cells (masked: exp gives 0) and sums
+     * the exponentials 16 at a time, each group tree-summed in float. */
     double sum = 0.0;
-    for (int j = 0; j < n_pos; j++) {
-        scores[j] = expf(scores[j] - mx);
-        sum += scores[j];
+    for (int j0 = 0; j0 < n_pos; j0 += 16) {
+        float grp[16] = {0};
+        for (int j = j0; j < j0 + 16 && j < n_pos; j++) grp[j - j0] = scores[j] = expf(scores[j] - mx);
+        sum += (double)mf_tree16(grp);
     }
     float inv = (float)(1.0 / sum);
     memset(lanes, 0, sizeof(float) * 16 * (size_t)hd);

@@ -17,12 +17,22 @@ typedef void (*mf_to_float_fn)(const void *src, float *dst, int64_t n);
 typedef void (*mf_from_float_fn)(const float *src, void *dst, int64_t n);
 /* *s = dot(x, y) over n elements; x of the weight type, y of its vec_dot_type. */
 typedef void (*mf_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y);
+/* s[k] = dot(row k, y) for the 4 weight rows x, x + x_stride, ... (bytes);
+ * each s[k] is bit-identical to what vec_dot gives for that row. */
+typedef void (*mf_vec_dot4_fn)(int64_t n, float s[4], const void *x, uint64_t x_stride,
+                               const void *y);
 
 typedef struct mf_type_traits {
     mf_to_float_fn to_float;      /* NULL: cannot be read */
     mf_from_float_fn from_float;  /* NULL: cannot be written */
+    /* How matmul converts activations to this type when it is a vec_dot_type
+     * (NULL: from_float). For q8_0 this is llama.cpp's CPU quantizer
+     * (scale 127/amax, ties to even), which rounds a few values differently
+     * from the reference weight quantizer (1/d, ties away from zero). */
+    mf_from_float_fn act_from_float;
     mf_vec_dot_fn vec_dot;        /* NULL: no matmul for this weight type */
     int vec_dot_type;             /* type activations are converted to */
+    mf_vec_dot4_fn vec_dot4;      /* optional, faster: four rows share each y load */
 } mf_type_traits;
 
 /* The traits in use (SIMD where available). Entries are NULL for types

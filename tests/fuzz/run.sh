@@ -4,13 +4,14 @@
 set -e
 secs=${FUZZ_SECONDS:-60}
 shared=${MF_SHARED:-../shared}
+sh tests/fuzz/make_corpus.sh "$shared" build-fuzz/corpus
+mkdir -p build-fuzz/corpus/tokenizer
+[ -f "$shared/reference/prompt.txt" ] && cp "$shared/reference/prompt.txt" build-fuzz/corpus/tokenizer/
 for bin in build-fuzz/fuzz_*; do
+    case "$bin" in *.log) continue ;; esac
     name=$(basename "$bin")
-    corpus=build-fuzz/corpus-$name
+    corpus=build-fuzz/corpus/${name#fuzz_}
     mkdir -p "$corpus"
-    if [ -x tests/fuzz/make_corpus.sh ] || [ -f tests/fuzz/make_corpus.sh ]; then
-        sh tests/fuzz/make_corpus.sh "$name" "$corpus" "$shared"
-    fi
     echo "== $name for ${secs}s"
     log=build-fuzz/$name.log
     if ! MF_SHARED=$shared "$bin" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 \

@@ -1,0 +1,141 @@
+/* matmul.c — Y = X . W^T over the thread pool, for any weight type whose
+ * traits have a vec_dot.
+ *
+ * Two phases. First the activation rows are converted to the weight's
+ * vec_dot_type (f16, bf16, q8_0 blocks) in the caller's scratch, split over
+ * threads by token rows (inline when the work is too small to be worth a
+ * dispatch). Then output rows are split over threads; a thread walks its
+ * rows once per tile of tokens (four rows at a time with vec_dot4 when
+ * there are several tokens), dotting each with every token of the tile, so
+ * a weight row is fetched from memory once per tile and re-read from L1 for
+ * the other tokens. Every output is one dot product
+ * of the same two rows in the same order whatever the thread count, the tile
+ * or the batch (vec_dot4 is bit-identical to vec_dot by contract), which is
+ * what makes the results bit-identical across all of them. */
+#include "tensor/kernels.h"
+
+#include <math.h>
+
+/* Activation bytes a tile may hold, so the tile stays in L2 while the weight
+ * rows stream past it. */
+#define TILE_ACT_BYTES (192u * 1024u)
+#define TILE_MAX 64
+/* Below this many activation elements conversion runs on the caller. */
+#define INLINE_CONVERT_ELEMS 65536
+
+typedef struct mm_job {
+    mf_vec_dot_fn dot;
+    mf_vec_dot4_fn dot4;       /* NULL: rows one at a time */
+    mf_from_float_fn convert;  /* NULL when the vec_dot_type is f32 */
+    const uint8_t *w;          /* borrowed: (n_out, w_row) bytes */
+    uint64_t w_row;
+    const float *x;            /* borrowed: (n_tok, n_in) */
+    const uint8_t *act;        /* borrowed: (n_tok, act_row) bytes of vec_dot_type */
+    uint8_t *scratch;          /* borrowed: where act is written when converting */
+    uint64_t act_row;
+    float *y;                  /* borrowed: (n_tok, n_out) */
+    int64_t n_in, n_out, n_tok, tile;
+} mm_job;
+
+static void convert_rows(const mm_job *j, int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; t++)
+        j->convert(j->x + t * j->n_in, j->scratch + (uint64_t)t * j->act_row, j->n_in);
+}
+
+static void convert_task(void *ctx, int ith, int nth) {
+    const mm_job *j = ctx;
+    int64_t t0, t1;
+    mf_split(j->n_tok, ith, nth, &t0, &t1);
+    convert_rows(j, t0, t1);
+}
+
+/* Rows r0..r1 of the tile of tokens t0..t1: four rows at a time while the
+ * kernel has a four-row form (same bits as one row at a time). */
+static void dot_rows(const mm_job *j, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+    int64_t r = r0;
+    for (; j->dot4 && r + 4 <= r1; r += 4) {
+        const uint8_t *wr = j->w + (uint64_t)r * j->w_row;
+        for (int64_t t = t0; t < t1; t++) {
+            float s[4];
+            j->dot4(j->n_in, s, wr, j->w_row, j->act + (uint64_t)t * j->act_row);
+            for (int k = 0; k < 4; k++) j->y[t * j->n_out + r + k] = s[k];
+        }
+    }
+    for (; r < r1; r++) {
+        const uint8_t *wr = j->w + (uint64_t)r * j->w_row;
+        for (int64_t t = t0; t < t1; t++)
+            j->dot(j->n_in, j->y + t * j->n_out + r, wr, j->act + (uint64_t)t * j->act_row);
+    }
+}
+
+static void dot_task(void *ctx, int ith, int nth) {
+    const mm_job *j = ctx;
+    int64_t r0, r1;
+    mf_split(j->n_out, ith, nth, &r0, &r1);
+    for (int64_t t0 = 0; t0 < j->n_tok; t0 += j->tile)
+        dot_rows(j, r0, r1, t0, t0 + j->tile < j->n_tok ? t0 + j->tile : j->n_tok);
+}
+
+/* Vec_dot_type of wtype and the bytes of one converted activation row;
+ * false if wtype cannot be multiplied or n_in is not whole blocks. */
+static bool act_layout(int wtype, int64_t n_in, int *vtype, uint64_t *row) {
+    if (n_in <= 0 || !mf_type_can_matmul(wtype)) return false;
+    *vtype = mf_traits(wtype)->vec_dot_type;
+    uint64_t wrow;
+    return mf_type_row_bytes(wtype, (uint64_t)n_in, &wrow) &&
+           mf_type_row_bytes(*vtype, (uint64_t)n_in, row);
+}
+
+uint64_t mf_matmul_scratch_bytes(int wtype, int64_t n_in, int64_t n_tok) {
+    int vtype;
+    uint64_t row, total;
+    if (n_tok <= 0 || !act_layout(wtype, n_in, &vtype, &row)) return 0;
+    if (vtype == MF_TYPE_F32) return 0; /* X is used as it is */
+    return mf_mul_ok(row, (uint64_t)n_tok, &total) ? total : 0;
+}
+
+static int64_t tile_tokens(uint64_t act_row, int64_t n_tok) {
+    int64_t tile = act_row ? (int64_t)(TILE_ACT_BYTES / act_row) : TILE_MAX;
+    if (tile < 1) tile = 1;
+    if (tile > TILE_MAX) tile = TILE_MAX;
+    return tile < n_tok ? tile : n_tok;
+}
+
+void mf_matmul(mf_pool *pool, const void *w, int wtype, int64_t n_in, int64_t n_out,
+               const float *x, int64_t n_tok, float *y, void *scratch) {
+    int vtype;
+    mm_job j = {0};
+    if (n_out <= 0 || n_tok <= 0) return;
+    if (!act_layout(wtype, n_in, &vtype, &j.act_row) ||
+        !mf_type_row_bytes(wtype, (uint64_t)n_in, &j.w_row) ||
+        (vtype != MF_TYPE_F32 && !scratch)) {
+        /* a caller bug (checked types are the caller's job): poison the
+         * output rather than crash or leave stale numbers */
+        for (int64_t i = 0; i < n_tok * n_out; i++) y[i] = NAN;
+        return;
+    }
+    j.dot = mf_traits(wtype)->vec_dot;
+    /* Decoding streams one row at a time: four interleaved row streams cost
+     * a third of the DRAM bandwidth for q8_0 here (bench/bandwidth.c), while
+     * with a tile of tokens the four-row kernel's extra FMA chains pay. */
+    j.dot4 = n_tok > 1 ? mf_traits(wtype)->vec_dot4 : NULL;
+    j.w = w;
+    j.x = x;
+    j.y = y;
+    j.n_in = n_in;
+    j.n_out = n_out;
+    j.n_tok = n_tok;
+    j.tile = tile_tokens(j.act_row, n_tok);
+    if (vtype == MF_TYPE_F32) {
+        j.act = (const uint8_t *)x; /* f32 rows are their own vec_dot form */
+    } else {
+        const mf_type_traits *vt = mf_traits(vtype);
+        j.convert = vt->act_from_float ? vt->act_from_float : vt->from_float;
+        j.act = j.scratch = scratch;
+        if (n_tok * n_in < INLINE_CONVERT_ELEMS || mf_pool_size(pool) == 1)
+            convert_rows(&j, 0, n_tok);
+        else
+            mf_pool_run(pool, convert_task, &j);
+    }
+    mf_pool_run(pool, dot_task, &j);
+}
