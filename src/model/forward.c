@@ -35,8 +35,9 @@ static void rope_table(float *tab, int pos, int T, int rope_dim, float base) {
         float theta = (float)(pos + t);
         float *row = tab + (size_t)t * rope_dim;
         for (int i = 0; i < rope_dim; i += 2) {
-            row[i] = cosf(theta);
-            row[i + 1] = sinf(theta);
+            /* correctly rounded, whatever the platform's cosf/sinf do */
+            row[i] = (float)cos((double)theta);
+            row[i + 1] = (float)sin((double)theta);
             theta *= theta_scale;
         }
     }
