@@ -55,10 +55,10 @@ SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-fra
 sanitize:
 	$(MAKE) CC=clang BUILD=build-san EXTRA_CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" test
 
-FUZZ_FLAGS = -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer
+FUZZ_FLAGS = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_BIN = $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)
 fuzz:
-	$(MAKE) CC=clang BUILD=build-fuzz EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" build-fuzz/libmemfit.a
+	$(MAKE) CC=clang BUILD=build-fuzz EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" build-fuzz/libmemfit.a
 	$(MAKE) CC=clang BUILD=build-fuzz $(FUZZ_BIN)
 
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c build-fuzz/libmemfit.a
