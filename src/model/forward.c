@@ -108,6 +108,7 @@ static void attn_task(void *ctx, int ith, int nth) {
 }
 
 static void matmul(mf_session *s, const mf_weight *w, const float *x, int T, float *y) {
+    if (s->observe) s->observe(s->observe_user, w, x, T);
     mf_matmul(s->pool, w->data, w->type, w->n_in, w->n_out, x, T, y, s->mm_scratch);
 }
 

@@ -119,6 +119,11 @@ const float *mf_session_logits(const mf_session *s, int i) {
     return s->logits + (size_t)i * (size_t)s->m->hp.n_vocab;
 }
 
+void mf_session_set_observer(mf_session *s, mf_observe_fn fn, void *user) {
+    s->observe = fn;
+    s->observe_user = user;
+}
+
 int mf_session_pos(const mf_session *s) { return s->pos; }
 int mf_session_n_ctx(const mf_session *s) { return s->n_ctx; }
 int mf_session_n_batch(const mf_session *s) { return s->n_batch; }

@@ -8,6 +8,10 @@
 
 #include "model/model.h"
 
+/* Called before each matrix product with its input activations x
+ * (n_tok rows of w->n_in floats); used to collect calibration statistics. */
+typedef void (*mf_observe_fn)(void *user, const mf_weight *w, const float *x, int n_tok);
+
 struct mf_session {
     mf_model *m;              /* borrowed */
     mf_pool *pool;
@@ -29,7 +33,11 @@ struct mf_session {
     void *mm_scratch;         /* activations converted for the matmul */
     int n_last;               /* tokens in the last eval */
     int logits_rows;          /* rows of logits kept: n_last or 1 */
+    mf_observe_fn observe;    /* NULL: none */
+    void *observe_user;
 };
+
+void mf_session_set_observer(mf_session *s, mf_observe_fn fn, void *user);
 
 /* One forward pass over n <= n_batch tokens at positions s->pos.. */
 void mf_forward(mf_session *s, const int32_t *ids, int n, bool all_logits);

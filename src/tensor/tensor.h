@@ -22,6 +22,13 @@ typedef void (*mf_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y)
 typedef void (*mf_vec_dot4_fn)(int64_t n, float s[4], const void *x, uint64_t x_stride,
                                const void *y);
 
+/* Quantize nrows rows of n_per_row values (a multiple of the block size).
+ * imatrix (n_per_row importances, e.g. mean squared activation of each
+ * input channel) weights the squared error the scale search minimises;
+ * NULL gives the type's unweighted rule. Returns the bytes written. */
+typedef uint64_t (*mf_quantize_fn)(const float *src, void *dst, int64_t nrows,
+                                   int64_t n_per_row, const float *imatrix);
+
 typedef struct mf_type_traits {
     mf_to_float_fn to_float;      /* NULL: cannot be read */
     mf_from_float_fn from_float;  /* NULL: cannot be written */
@@ -30,6 +37,7 @@ typedef struct mf_type_traits {
      * (scale 127/amax, ties to even), which rounds a few values differently
      * from the reference weight quantizer (1/d, ties away from zero). */
     mf_from_float_fn act_from_float;
+    mf_quantize_fn quantize;      /* NULL: from_float row by row (no importance) */
     mf_vec_dot_fn vec_dot;        /* NULL: no matmul for this weight type */
     int vec_dot_type;             /* type activations are converted to */
     mf_vec_dot4_fn vec_dot4;      /* optional, faster: four rows share each y load */
@@ -40,6 +48,10 @@ typedef struct mf_type_traits {
 const mf_type_traits *mf_traits(int type);
 /* The scalar reference traits (the spec; tests compare against these). */
 const mf_type_traits *mf_traits_ref(int type);
+/* Quantize rows with the type's quantize (or from_float); 0 if the type
+ * cannot be written or n_per_row is not a whole number of blocks. */
+uint64_t mf_quantize_rows(int type, const float *src, void *dst, int64_t nrows,
+                          int64_t n_per_row, const float *imatrix);
 /* True if type can be used as a matmul weight. */
 bool mf_type_can_matmul(int type);
 

@@ -159,3 +159,15 @@ void mf_get_row(const void *w, int type, int64_t n_in, int64_t row, float *dst) 
     }
     t->to_float((const uint8_t *)w + (uint64_t)row * rb, dst, n_in);
 }
+
+uint64_t mf_quantize_rows(int type, const float *src, void *dst, int64_t nrows,
+                          int64_t n_per_row, const float *imatrix) {
+    const mf_type_traits *t = mf_traits(type);
+    uint64_t row;
+    if (!t || nrows < 0 || !mf_type_row_bytes(type, (uint64_t)n_per_row, &row)) return 0;
+    if (t->quantize) return t->quantize(src, dst, nrows, n_per_row, imatrix);
+    if (!t->from_float) return 0;
+    for (int64_t r = 0; r < nrows; r++)
+        t->from_float(src + r * n_per_row, (uint8_t *)dst + (uint64_t)r * row, n_per_row);
+    return row * (uint64_t)nrows;
+}
