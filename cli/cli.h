@@ -29,8 +29,9 @@ char *cli_read_file(const char *path, size_t *len);
 typedef struct cli_model_opts {
     const char *model, *tokenizer;
     int n_threads, n_ctx, n_batch;
+    const char *kv_type;
 } cli_model_opts;
-/* Consume -m/-z/-t/-c/-b at argv[*i] if present; returns true if consumed.
+/* Consume -m/-z/-t/-c/-b/--kv-type at argv[*i] if present; returns true if consumed.
  * *bad is set on a malformed value. */
 bool cli_model_opt(int argc, char **argv, int *i, cli_model_opts *o, bool *bad);
 

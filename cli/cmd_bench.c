@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 static const char *usage_text =
-    "usage: memfit bench -m MODEL [-t THREADS] [-p 64] [-n 32] [-r 3] [-b BATCH]\n";
+    "usage: memfit bench -m MODEL [-t THREADS] [-p 64] [-n 32] [-r 3] [-b BATCH] [--kv-type T]\n";
 
 typedef struct {
     cli_model_opts mo;
@@ -113,7 +113,8 @@ int cmd_bench(int argc, char **argv) {
     mf_model_get_info(m, &info);
     int need = o.n_prompt > o.n_gen ? o.n_prompt : o.n_gen;
     mf_session_params sp = {.n_ctx = o.mo.n_ctx ? o.mo.n_ctx : (need > 0 ? need : 1),
-                            .n_threads = o.mo.n_threads, .n_batch = o.mo.n_batch};
+                            .n_threads = o.mo.n_threads, .n_batch = o.mo.n_batch,
+                            .kv_type = o.mo.kv_type};
     if (!o.mo.n_threads) o.mo.n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     rc = 1;
     if (mf_session_create(m, &sp, &s) != MF_OK) {

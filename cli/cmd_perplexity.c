@@ -145,7 +145,7 @@ int cmd_perplexity(int argc, char **argv) {
             goto done;
         }
     mf_session_params sp = {.n_ctx = o.mo.n_ctx ? o.mo.n_ctx : 512, .n_threads = o.mo.n_threads,
-                            .n_batch = o.mo.n_batch};
+                            .n_batch = o.mo.n_batch, .kv_type = o.mo.kv_type};
     if (mf_session_create(m, &sp, &s) != MF_OK) {
         cli_fail("cannot create a session");
         goto done;

@@ -123,6 +123,7 @@ bool cli_model_opt(int argc, char **argv, int *i, cli_model_opts *o, bool *bad) 
     bool missing = false;
     if (cli_opt(argc, argv, i, "-m", "--model", &v, &missing)) o->model = v;
     else if (cli_opt(argc, argv, i, "-z", "--tokenizer", &v, &missing)) o->tokenizer = v;
+    else if (cli_opt(argc, argv, i, "--kv-type", "-ctk", &v, &missing)) o->kv_type = v;
     else if (cli_opt(argc, argv, i, "-t", "--threads", &v, &missing)) {
         if (!missing && !cli_int(v, 1, 256, &o->n_threads)) *bad = true;
     } else if (cli_opt(argc, argv, i, "-c", "--ctx-size", &v, &missing)) {

@@ -90,6 +90,7 @@ typedef struct mf_session_params {
     int n_ctx;     /* 0: the model's training context */
     int n_threads; /* 0: all cores */
     int n_batch;   /* most tokens evaluated in one pass; 0: 512 */
+    const char *kv_type; /* KV cache: "f32" (NULL), "f16" or "q8_0" */
 } mf_session_params;
 
 mf_status mf_session_create(mf_model *m, const mf_session_params *p, mf_session **out);
@@ -102,6 +103,8 @@ const float *mf_session_logits(const mf_session *s, int i);
 int mf_session_pos(const mf_session *s);
 int mf_session_n_ctx(const mf_session *s);
 int mf_session_n_batch(const mf_session *s);
+/* Bytes of the KV cache (keys and values, all layers, the full context). */
+uint64_t mf_session_kv_bytes(const mf_session *s);
 void mf_session_reset(mf_session *s);
 
 /* ---- sampling ----------------------------------------------------------- */

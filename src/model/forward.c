@@ -65,34 +65,58 @@ typedef struct {
 } attn_job;
 
 /* One (token, head): softmax(q·K^T / sqrt(d)) · V over positions 0..pos_t.
- * Dots and the weighted sum use llama.cpp's 16-lane order (tensor/vec.h):
- * lane l of the output accumulates the positions j = l mod 16. */
-static void attend_one(mf_session *s, int layer, int t, int h, float *scores, float *lanes) {
+ * As llama.cpp does with a cache of type T, q is converted to T's dot type
+ * and each score is T's vec_dot (f32/f16: 16 lanes; q8_0: 8 lanes per
+ * block). The weighted sum of V rows follows the 16-lane order too: lane l
+ * accumulates the positions j = l mod 16 (tensor/vec.h). */
+typedef struct {
+    float *scores, *lanes, *vrow;
+    uint8_t *qconv;
+} attn_scratch;
+
+static void attend_one(mf_session *s, int layer, int t, int h, const attn_scratch *a) {
     const mf_hparams *hp = &s->m->hp;
-    int hd = hp->head_dim, kvh = h / (hp->n_heads / hp->n_kv_heads);
-    int n_pos = s->pos + t + 1;
-    size_t lbase = (size_t)layer * s->n_ctx * s->kv_dim;
+    const mf_type_traits *kt = mf_traits(s->kv_type);
+    const mf_type_traits *qt = mf_traits(kt->vec_dot_type);
+    int hd = hp->head_dim, kvh = h / (hp->n_heads / hp->n_kv_heads), n_pos = s->pos + t + 1;
+    uint64_t lbase = (uint64_t)layer * (uint64_t)s->n_ctx * s->kv_row + (uint64_t)kvh * s->kv_head;
+    const uint8_t *kc = s->k_cache + lbase, *vc = s->v_cache + lbase;
     const float *q = s->q + ((size_t)t * hp->n_heads + h) * hd;
-    const float *kc = s->k_cache + lbase + (size_t)kvh * hd;
-    const float *vc = s->v_cache + lbase + (size_t)kvh * hd;
-    float scale = 1.0f / sqrtf((float)hd), mx = -INFINITY;
+    const void *qx = q;
+    if (s->kv_type != MF_TYPE_F32) {
+        (qt->act_from_float ? qt->act_from_float : qt->from_float)(q, a->qconv, hd);
+        qx = a->qconv;
+    }
+    float scale = 1.0f / sqrtf((float)hd), mx = -INFINITY, *sc = a->scores;
     for (int j = 0; j < n_pos; j++) {
-        scores[j] = mf_vec_dot16(hd, q, kc + (size_t)j * s->kv_dim) * scale;
-        if (scores[j] > mx) mx = scores[j];
+        float d;
+        kt->vec_dot(hd, &d, kc + (uint64_t)j * s->kv_row, qx);
+        sc[j] = d * scale;
+        if (sc[j] > mx) mx = sc[j];
     }
     /* llama.cpp pads the cache view to 32 cells (masked: exp gives 0) and sums
      * the exponentials 16 at a time, each group tree-summed in float. */
     double sum = 0.0;
     for (int j0 = 0; j0 < n_pos; j0 += 16) {
         float grp[16] = {0};
-        for (int j = j0; j < j0 + 16 && j < n_pos; j++) grp[j - j0] = scores[j] = expf(scores[j] - mx);
+        for (int j = j0; j < j0 + 16 && j < n_pos; j++) grp[j - j0] = sc[j] = expf(sc[j] - mx);
         sum += (double)mf_tree16(grp);
     }
     float inv = (float)(1.0 / sum);
-    memset(lanes, 0, sizeof(float) * 16 * (size_t)hd);
-    for (int j = 0; j < n_pos; j++)
-        mf_vec_fma(hd, lanes + (size_t)(j % 16) * hd, vc + (size_t)j * s->kv_dim, scores[j] * inv);
-    mf_vec_reduce16(hd, lanes, s->att + ((size_t)t * hp->n_heads + h) * hd);
+    memset(a->lanes, 0, sizeof(float) * 16 * (size_t)hd);
+    for (int j = 0; j < n_pos; j++) {
+        const uint8_t *vr = vc + (uint64_t)j * s->kv_row;
+        const float *v = (const float *)(const void *)vr;
+        float p = sc[j] * inv;
+        if (s->kv_type != MF_TYPE_F32) {
+            kt->to_float(vr, a->vrow, hd);
+            v = a->vrow;
+            /* an f16 V makes llama.cpp round the probabilities to f16 too */
+            if (s->kv_type == MF_TYPE_F16) p = mf_f16_to_f32(mf_f32_to_f16(p));
+        }
+        mf_vec_fma(hd, a->lanes + (size_t)(j % 16) * hd, v, p);
+    }
+    mf_vec_reduce16(hd, a->lanes, s->att + ((size_t)t * hp->n_heads + h) * hd);
 }
 
 static void attn_task(void *ctx, int ith, int nth) {
@@ -101,15 +125,32 @@ static void attn_task(void *ctx, int ith, int nth) {
     int nh = s->m->hp.n_heads;
     int64_t lo, hi;
     mf_split((int64_t)job->T * nh, ith, nth, &lo, &hi);
-    float *scores = s->scores + (size_t)ith * s->n_ctx;
-    float *lanes = s->lanes + (size_t)ith * 16 * s->m->hp.head_dim;
-    for (int64_t i = lo; i < hi; i++)
-        attend_one(s, job->layer, (int)(i / nh), (int)(i % nh), scores, lanes);
+    int hd = s->m->hp.head_dim;
+    attn_scratch a = {s->scores + (size_t)ith * s->n_ctx, s->lanes + (size_t)ith * 16 * hd,
+                      s->vrow + (size_t)ith * hd, s->qconv + (size_t)ith * s->kv_head};
+    for (int64_t i = lo; i < hi; i++) attend_one(s, job->layer, (int)(i / nh), (int)(i % nh), &a);
 }
 
 static void matmul(mf_session *s, const mf_weight *w, const float *x, int T, float *y) {
     if (s->observe) s->observe(s->observe_user, w, x, T);
     mf_matmul(s->pool, w->data, w->type, w->n_in, w->n_out, x, T, y, s->mm_scratch);
+}
+
+/* Append this batch's K and V rows to the cache, converted to its type the
+ * way llama.cpp's copy into a quantized cache converts them. */
+static void store_kv(mf_session *s, int l, int T) {
+    uint64_t base = ((uint64_t)l * (uint64_t)s->n_ctx + (uint64_t)s->pos) * s->kv_row;
+    if (s->kv_type == MF_TYPE_F32) {
+        memcpy(s->k_cache + base, s->k, sizeof(float) * (size_t)s->kv_dim * (size_t)T);
+        memcpy(s->v_cache + base, s->v, sizeof(float) * (size_t)s->kv_dim * (size_t)T);
+        return;
+    }
+    const mf_type_traits *kt = mf_traits(s->kv_type);
+    mf_from_float_fn conv = kt->act_from_float ? kt->act_from_float : kt->from_float;
+    for (int t = 0; t < T; t++) {
+        conv(s->k + (size_t)t * s->kv_dim, s->k_cache + base + (uint64_t)t * s->kv_row, s->kv_dim);
+        conv(s->v + (size_t)t * s->kv_dim, s->v_cache + base + (uint64_t)t * s->kv_row, s->kv_dim);
+    }
 }
 
 static void attention_block(mf_session *s, int l, int T) {
@@ -121,9 +162,7 @@ static void attention_block(mf_session *s, int l, int T) {
     matmul(s, &L->wv, s->xb, T, s->v);
     rope_apply(s->q, s->rope, T, hp->n_heads, hp->head_dim, hp->rope_dim);
     rope_apply(s->k, s->rope, T, hp->n_kv_heads, hp->head_dim, hp->rope_dim);
-    size_t row = (size_t)s->kv_dim, base = ((size_t)l * s->n_ctx + (size_t)s->pos) * row;
-    memcpy(s->k_cache + base, s->k, sizeof(float) * row * (size_t)T);
-    memcpy(s->v_cache + base, s->v, sizeof(float) * row * (size_t)T);
+    store_kv(s, l, T);
     attn_job job = {s, l, T};
     mf_pool_run(s->pool, attn_task, &job);
     matmul(s, &L->wo, s->att, T, s->xb);

@@ -33,8 +33,13 @@ static mf_status alloc_buffers(mf_session *s) {
     const mf_hparams *hp = &s->m->hp;
     uint64_t B = (uint64_t)s->n_batch, qd = (uint64_t)hp->n_heads * hp->head_dim;
     uint64_t kv = (uint64_t)hp->n_layers * (uint64_t)s->n_ctx;
-    TRY(alloc_f32(s, &s->k_cache, kv, (uint64_t)s->kv_dim, MF_TAG_KV));
-    TRY(alloc_f32(s, &s->v_cache, kv, (uint64_t)s->kv_dim, MF_TAG_KV));
+    uint64_t kv_bytes, nth = (uint64_t)mf_pool_size(s->pool);
+    if (!mf_mul_ok(kv, s->kv_row, &kv_bytes))
+        return mf_errorf(MF_E_INVALID, "KV cache size overflows");
+    TRY(mf_alloc_p(&s->ledger, kv_bytes, MF_TAG_KV, (void **)&s->k_cache));
+    TRY(mf_alloc_p(&s->ledger, kv_bytes, MF_TAG_KV, (void **)&s->v_cache));
+    TRY(mf_alloc_p(&s->ledger, nth * s->kv_head + 64, MF_TAG_SCRATCH, (void **)&s->qconv));
+    TRY(alloc_f32(s, &s->vrow, nth, (uint64_t)hp->head_dim, MF_TAG_SCRATCH));
     TRY(alloc_f32(s, &s->x, B, (uint64_t)hp->dim, MF_TAG_ACT));
     TRY(alloc_f32(s, &s->xb, B, (uint64_t)hp->dim, MF_TAG_ACT));
     TRY(alloc_f32(s, &s->q, B, qd, MF_TAG_ACT));
@@ -53,6 +58,23 @@ static mf_status alloc_buffers(mf_session *s) {
                       &s->mm_scratch);
 }
 
+/* The KV cache type: f32 (default), f16 or q8_0; a quantized cache needs
+ * heads that are whole blocks, since each head is dotted on its own. */
+static mf_status pick_kv_type(mf_session *s, const char *name) {
+    s->kv_type = name ? mf_type_from_name(name) : MF_TYPE_F32;
+    if (s->kv_type != MF_TYPE_F32 && s->kv_type != MF_TYPE_F16 && s->kv_type != MF_TYPE_Q8_0)
+        return mf_errorf(MF_E_INVALID, "KV cache type '%s' is not one of f32, f16, q8_0", name);
+    const mf_type_traits *vt = mf_traits(mf_traits(s->kv_type)->vec_dot_type);
+    if (!mf_type_row_bytes(s->kv_type, (uint64_t)s->m->hp.head_dim, &s->kv_head) || !vt)
+        return mf_errorf(MF_E_INVALID, "KV cache type %s needs a head size that is a multiple "
+                         "of %d (this model's is %d)", name,
+                         mf_type_layout_of(s->kv_type)->block, s->m->hp.head_dim);
+    s->kv_row = s->kv_head * (uint64_t)s->m->hp.n_kv_heads;
+    return MF_OK;
+}
+
+uint64_t mf_session_kv_bytes(const mf_session *s) { return s->ledger.used[MF_TAG_KV]; }
+
 mf_status mf_session_create(mf_model *m, const mf_session_params *p, mf_session **out) {
     *out = NULL;
     mf_session_params def = {0};
@@ -67,7 +89,8 @@ mf_status mf_session_create(mf_model *m, const mf_session_params *p, mf_session 
     if (s->n_batch > s->n_ctx) s->n_batch = s->n_ctx;
     s->kv_dim = m->hp.n_kv_heads * m->hp.head_dim;
     mf_ledger_init(&s->ledger, 0);
-    mf_status st = mf_pool_create(p->n_threads, &s->pool);
+    mf_status st = pick_kv_type(s, p->kv_type);
+    if (st == MF_OK) st = mf_pool_create(p->n_threads, &s->pool);
     if (st == MF_OK) st = alloc_buffers(s);
     if (st != MF_OK) {
         mf_session_free(s);
@@ -79,7 +102,10 @@ mf_status mf_session_create(mf_model *m, const mf_session_params *p, mf_session 
 
 void mf_session_free(mf_session *s) {
     if (!s) return;
-    float **bufs[] = {&s->k_cache, &s->v_cache, &s->x, &s->xb, &s->q, &s->k, &s->v,
+    mf_free(&s->ledger, s->k_cache);
+    mf_free(&s->ledger, s->v_cache);
+    mf_free(&s->ledger, s->qconv);
+    float **bufs[] = {&s->vrow, &s->x, &s->xb, &s->q, &s->k, &s->v,
                       &s->att, &s->hb, &s->hb2, &s->rope, &s->scores, &s->lanes, &s->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) mf_free(&s->ledger, *bufs[i]);
     mf_free(&s->ledger, s->mm_scratch);

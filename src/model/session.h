@@ -18,8 +18,11 @@ struct mf_session {
     mf_ledger ledger;
     int n_ctx, n_batch, pos;
     int kv_dim;               /* n_kv_heads * head_dim */
-    float *k_cache;           /* (n_layers, n_ctx, kv_dim) */
-    float *v_cache;           /* (n_layers, n_ctx, kv_dim) */
+    int kv_type;              /* mf_type of the cache: f32, f16 or q8_0 */
+    uint64_t kv_row;          /* bytes of one position's kv_dim values */
+    uint64_t kv_head;         /* bytes of one head's head_dim values */
+    uint8_t *k_cache;         /* (n_layers, n_ctx, kv_dim) of kv_type */
+    uint8_t *v_cache;         /* (n_layers, n_ctx, kv_dim) of kv_type */
     float *x;                 /* (B, dim) residual stream */
     float *xb;                /* (B, dim) normed input of a block */
     float *q;                 /* (B, n_heads*head_dim) */
@@ -29,6 +32,8 @@ struct mf_session {
     float *rope;              /* (B, rope_dim): cos, sin interleaved per pair */
     float *scores;            /* (n_threads, n_ctx) */
     float *lanes;             /* (n_threads, 16, head_dim) attention accumulators */
+    float *vrow;              /* (n_threads, head_dim) a V row widened to f32 */
+    uint8_t *qconv;           /* (n_threads, kv_head) a q head in the K cache's dot type */
     float *logits;            /* (B, n_vocab) */
     void *mm_scratch;         /* activations converted for the matmul */
     int n_last;               /* tokens in the last eval */

@@ -77,6 +77,64 @@ static void check_model(const char *rel) {
     mf_model_free(m);
 }
 
+/* A KV cache in f16 or q8_0 holds a half / ~0.27 of the f32 bytes and changes
+ * the logits only by the rounding of K and V: KL(f32 || typed) stays small. */
+static void check_kv_types(void) {
+    char path[512];
+    test_path(path, sizeof path, "models/synth-512-f16.gguf");
+    mf_model *m;
+    if (mf_model_load(path, NULL, &m) != MF_OK) return;
+    int32_t ids[N_IDS];
+    for (int i = 0; i < N_IDS; i++) ids[i] = (int32_t)((i * 131 + 7) % 512);
+    const char *types[] = {"f32", "f16", "q8_0"};
+    const double max_kl[] = {0, 1e-4, 1e-2}, ratio[] = {1, 0.5, 34.0 / 128};
+    float *base = NULL;
+    uint64_t base_bytes = 0;
+    for (int k = 0; k < 3; k++) {
+        mf_session *s;
+        mf_session_params p = {.n_ctx = 64, .n_threads = 2, .kv_type = types[k]};
+        if (mf_session_create(m, &p, &s) != MF_OK || mf_session_eval(s, ids, N_IDS, 1) != MF_OK) {
+            CHECK(0, "kv %s: %s", types[k], mf_last_error());
+            continue;
+        }
+        if (k == 0) {
+            base = malloc(sizeof(float) * 512 * N_IDS);
+            for (int t = 0; t < N_IDS; t++) memcpy(base + t * 512, mf_session_logits(s, t), 512 * 4);
+            base_bytes = mf_session_kv_bytes(s);
+        }
+        double worst = 0;
+        for (int t = 0; t < N_IDS; t++) {
+            const float *a = base + t * 512, *b = mf_session_logits(s, t);
+            double ma = -1e30, mb = -1e30, za = 0, zb = 0, kl = 0;
+            for (int i = 0; i < 512; i++) ma = fmax(ma, a[i]), mb = fmax(mb, b[i]);
+            for (int i = 0; i < 512; i++) za += exp(a[i] - ma), zb += exp(b[i] - mb);
+            for (int i = 0; i < 512; i++) {
+                double pa = exp(a[i] - ma) / za, pb = exp(b[i] - mb) / zb;
+                kl += pa * log(pa / pb);
+            }
+            worst = fmax(worst, kl);
+        }
+        CHECK(worst <= max_kl[k] + 1e-12, "kv %s: KL vs f32 cache %.3g (bound %.0e)", types[k],
+              worst, max_kl[k]);
+        double r = (double)mf_session_kv_bytes(s) / (double)base_bytes;
+        CHECK(fabs(r - ratio[k]) < 1e-9, "kv %s: %.4f of the f32 bytes", types[k], r);
+        printf("kv %-4s: %8.1f KiB, max KL vs f32 cache %.2e\n", types[k],
+               mf_session_kv_bytes(s) / 1024.0, worst);
+        mf_session_free(s);
+    }
+    free(base);
+    mf_session *s = NULL;
+    mf_session_params bad = {.kv_type = "q4_0"};
+    CHECK(mf_session_create(m, &bad, &s) == MF_E_INVALID && !s, "unknown kv type refused");
+    mf_model_free(m);
+    test_path(path, sizeof path, "models/stories260K.gguf");
+    if (mf_model_load(path, NULL, &m) != MF_OK) return;
+    mf_session_params q8 = {.kv_type = "q8_0"};
+    CHECK(mf_session_create(m, &q8, &s) == MF_E_INVALID, "q8_0 cache needs head size %% 32");
+    CHECK(strstr(mf_last_error(), "head size") != NULL, "message: %s", mf_last_error());
+    mf_model_free(m);
+}
+
 int main(void) {
     if (!test_shared()) {
         printf("skipped: ../shared not found\n");
@@ -86,5 +144,6 @@ int main(void) {
     check_model("models/stories260K.gguf");
     check_model("models/quantized/synth-512-Q8_0.gguf");
     check_model("models/synth-mini-f16.gguf");
+    check_kv_types();
     return test_report("model");
 }
