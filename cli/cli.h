@@ -22,6 +22,9 @@ bool cli_float(const char *s, float *out);
 bool cli_u64(const char *s, uint64_t *out);
 /* Parse "1,2,3" into a malloc'd array. */
 bool cli_ids(const char *s, int32_t **ids, int *n);
+/* Token ids separated by whitespace or commas from a file (malloc'd);
+ * false with a message printed on failure. */
+bool cli_read_ids(const char *path, int32_t **ids, int *n);
 /* Read a whole file (malloc'd, NUL-terminated). NULL on failure (message printed). */
 char *cli_read_file(const char *path, size_t *len);
 
@@ -30,8 +33,10 @@ typedef struct cli_model_opts {
     const char *model, *tokenizer;
     int n_threads, n_ctx, n_batch;
     const char *kv_type;
+    uint64_t mem;      /* --mem: the memory budget in bytes, 0 = none */
+    int stats;         /* --stats */
 } cli_model_opts;
-/* Consume -m/-z/-t/-c/-b/--kv-type at argv[*i] if present; returns true if consumed.
+/* Consume -m/-z/-t/-c/-b/--kv-type/--mem/--stats at argv[*i] if present; returns true if consumed.
  * *bad is set on a malformed value. */
 bool cli_model_opt(int argc, char **argv, int *i, cli_model_opts *o, bool *bad);
 
@@ -46,5 +51,12 @@ int cmd_logits(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
+/* The session parameters the common flags ask for. */
+mf_session_params cli_session_params(const cli_model_opts *o);
+/* With --stats: peak memory, bytes read, I/O wait, tokens/s, beside the plan. */
+void cli_print_stats(const mf_session *s, double tok_s);
+int cmd_quantize(int argc, char **argv);
+int cmd_kld(int argc, char **argv);
 
 #endif

@@ -112,9 +112,8 @@ int cmd_bench(int argc, char **argv) {
     mf_model_info info;
     mf_model_get_info(m, &info);
     int need = o.n_prompt > o.n_gen ? o.n_prompt : o.n_gen;
-    mf_session_params sp = {.n_ctx = o.mo.n_ctx ? o.mo.n_ctx : (need > 0 ? need : 1),
-                            .n_threads = o.mo.n_threads, .n_batch = o.mo.n_batch,
-                            .kv_type = o.mo.kv_type};
+    mf_session_params sp = cli_session_params(&o.mo);
+    if (!sp.n_ctx) sp.n_ctx = need > 0 ? need : 1;
     if (!o.mo.n_threads) o.mo.n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     rc = 1;
     if (mf_session_create(m, &sp, &s) != MF_OK) {

@@ -11,7 +11,7 @@
 
 static const char *usage_text =
     "usage: memfit logits -m MODEL [-z TOKENIZER] (--ids 1,2,3 | -p TEXT) [--gen N]\n"
-    "                     -o OUT.ref [-t THREADS] [-c CTX] [-b BATCH] [--kv-type f32|f16|q8_0]\n";
+    "                     -o OUT.ref [-t THREADS] [-c CTX] [-b BATCH] [--kv-type f32|f16|q8_0] [--mem SIZE] [--stats]\n";
 
 typedef struct {
     cli_model_opts mo;
@@ -115,9 +115,8 @@ int cmd_logits(int argc, char **argv) {
     mf_model_info info;
     mf_model_get_info(m, &info);
     int need = n + (o.n_gen > 0 ? o.n_gen - 1 : 0);
-    mf_session_params sp = {.n_ctx = o.mo.n_ctx ? o.mo.n_ctx : (need > info.n_ctx_train ? need : 0),
-                            .n_threads = o.mo.n_threads, .n_batch = o.mo.n_batch,
-                            .kv_type = o.mo.kv_type};
+    mf_session_params sp = cli_session_params(&o.mo);
+    if (!sp.n_ctx && need > info.n_ctx_train) sp.n_ctx = need;
     if (mf_session_create(m, &sp, &s) != MF_OK) {
         cli_fail("cannot create a session");
         goto done;
@@ -128,6 +127,7 @@ int cmd_logits(int argc, char **argv) {
         goto done;
     }
     rc = write_ref(s, &o, ids, n, info.n_vocab);
+    if (o.mo.stats) cli_print_stats(s, 0.0);
 done:
     free(ids);
     mf_session_free(s);

@@ -42,39 +42,6 @@ static int parse(int argc, char **argv, ppl_opts *o) {
     return 0;
 }
 
-static bool read_ids(const char *path, int32_t **ids, int *n) {
-    char *text = cli_read_file(path, NULL);
-    if (!text) return false;
-    for (char *p = text; *p; p++)
-        if (*p == ',' || *p == '\n' || *p == '\r' || *p == '\t') *p = ' ';
-    int cap = 1024, k = 0;
-    int32_t *a = malloc(sizeof *a * (size_t)cap);
-    char *p = text, *end;
-    while (a) {
-        while (*p == ' ') p++;
-        if (!*p) break;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 0 || v > INT32_MAX || (*end && *end != ' ')) {
-            fprintf(stderr, "memfit: '%s' is not a list of token ids\n", path);
-            free(a);
-            a = NULL;
-            break;
-        }
-        if (k == cap) {
-            int32_t *b = realloc(a, sizeof *a * (size_t)(cap *= 2));
-            if (!b) free(a);
-            a = b;
-            if (!a) break;
-        }
-        a[k++] = (int32_t)v;
-        p = end;
-    }
-    free(text);
-    *ids = a;
-    *n = k;
-    return a != NULL;
-}
-
 /* log-softmax of x at index id, in double */
 static double nll(const float *x, int n, int32_t id) {
     float mx = x[0];
@@ -128,7 +95,7 @@ int cmd_perplexity(int argc, char **argv) {
     rc = 1;
     mf_model_info info;
     mf_model_get_info(m, &info);
-    if (o.ids_file && !read_ids(o.ids_file, &ids, &n)) goto done;
+    if (o.ids_file && !cli_read_ids(o.ids_file, &ids, &n)) goto done;
     if (o.file) {
         char *text = cli_read_file(o.file, NULL);
         mf_status st = text ? cli_tokenize(m, text, 1, &ids, &n) : MF_E_IO;
@@ -144,13 +111,15 @@ int cmd_perplexity(int argc, char **argv) {
                     info.n_vocab);
             goto done;
         }
-    mf_session_params sp = {.n_ctx = o.mo.n_ctx ? o.mo.n_ctx : 512, .n_threads = o.mo.n_threads,
-                            .n_batch = o.mo.n_batch, .kv_type = o.mo.kv_type};
+    mf_session_params sp = cli_session_params(&o.mo);
+    if (!sp.n_ctx) sp.n_ctx = 512;
     if (mf_session_create(m, &sp, &s) != MF_OK) {
         cli_fail("cannot create a session");
         goto done;
     }
+    double t0 = cli_now();
     rc = score(s, ids, n, info.n_vocab, o.max_chunks);
+    if (o.mo.stats) cli_print_stats(s, (double)n / (cli_now() - t0));
 done:
     free(ids);
     mf_session_free(s);

@@ -8,7 +8,7 @@
 
 static const char *usage_text =
     "usage: memfit run -m MODEL [-z TOKENIZER] (-p PROMPT | -f FILE | --ids 1,2,3) [-n N]\n"
-    "                  [-t THREADS] [-c CTX] [-b BATCH] [--kv-type f32|f16|q8_0]\n"
+    "                  [-t THREADS] [-c CTX] [-b BATCH] [--kv-type f32|f16|q8_0] [--mem SIZE] [--stats]\n"
     "                  [--temp T] [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
     "                  [--repeat-last-n N] [--seed S]\n";
 
@@ -114,6 +114,7 @@ static int generate(mf_model *m, mf_session *s, mf_sampler *smp, const run_opts 
             "KV cache %.1f MiB | peak memory %.1f MiB\n", n, n / t_prompt, n_gen,
             n_dec ? n_dec / t_gen : 0.0, (double)mf_session_kv_bytes(s) / 1048576.0,
             (double)mf_peak_rss() / 1048576.0);
+    if (o->mo.stats) cli_print_stats(s, n_dec ? n_dec / t_gen : 0.0);
     return 0;
 }
 
@@ -134,8 +135,7 @@ int cmd_run(int argc, char **argv) {
         else cli_fail("cannot tokenize the prompt");
         goto done;
     }
-    mf_session_params sp = {.n_ctx = o.mo.n_ctx, .n_threads = o.mo.n_threads,
-                            .n_batch = o.mo.n_batch, .kv_type = o.mo.kv_type};
+    mf_session_params sp = cli_session_params(&o.mo);
     mf_model_info info;
     mf_model_get_info(m, &info);
     if (mf_session_create(m, &sp, &s) != MF_OK) {

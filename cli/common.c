@@ -118,12 +118,49 @@ char *cli_read_file(const char *path, size_t *len) {
     return buf;
 }
 
+bool cli_read_ids(const char *path, int32_t **ids, int *n) {
+    char *text = cli_read_file(path, NULL);
+    if (!text) return false;
+    for (char *p = text; *p; p++)
+        if (*p == ',' || *p == '\n' || *p == '\r' || *p == '\t') *p = ' ';
+    int cap = 1024, k = 0;
+    int32_t *a = malloc(sizeof *a * (size_t)cap);
+    char *p = text, *end;
+    while (a) {
+        while (*p == ' ') p++;
+        if (!*p) break;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > INT32_MAX || (*end && *end != ' ')) {
+            fprintf(stderr, "memfit: '%s' is not a list of token ids\n", path);
+            free(a);
+            a = NULL;
+            break;
+        }
+        if (k == cap) {
+            int32_t *b = realloc(a, sizeof *a * (size_t)(cap *= 2));
+            if (!b) free(a);
+            a = b;
+            if (!a) break;
+        }
+        a[k++] = (int32_t)v;
+        p = end;
+    }
+    free(text);
+    *ids = a;
+    *n = k;
+    return a != NULL;
+}
+
 bool cli_model_opt(int argc, char **argv, int *i, cli_model_opts *o, bool *bad) {
     const char *v = NULL;
     bool missing = false;
     if (cli_opt(argc, argv, i, "-m", "--model", &v, &missing)) o->model = v;
     else if (cli_opt(argc, argv, i, "-z", "--tokenizer", &v, &missing)) o->tokenizer = v;
     else if (cli_opt(argc, argv, i, "--kv-type", "-ctk", &v, &missing)) o->kv_type = v;
+    else if (!strcmp(argv[*i], "--stats")) o->stats = 1;
+    else if (cli_opt(argc, argv, i, "--mem", NULL, &v, &missing)) {
+        if (!missing && mf_parse_size(v, &o->mem) != MF_OK) *bad = true;
+    }
     else if (cli_opt(argc, argv, i, "-t", "--threads", &v, &missing)) {
         if (!missing && !cli_int(v, 1, 256, &o->n_threads)) *bad = true;
     } else if (cli_opt(argc, argv, i, "-c", "--ctx-size", &v, &missing)) {
@@ -169,4 +206,28 @@ double cli_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+mf_session_params cli_session_params(const cli_model_opts *o) {
+    mf_session_params p = {.n_ctx = o->n_ctx, .n_threads = o->n_threads, .n_batch = o->n_batch,
+                           .kv_type = o->kv_type, .mem_budget = o->mem};
+    return p;
+}
+
+void cli_print_stats(const mf_session *s, double tok_s) {
+    mf_session_stats st;
+    mf_session_get_stats(s, &st);
+    const double mib = 1048576.0;
+    fprintf(stderr, "stats: peak memory (VmHWM) %.1f MiB", st.peak_rss / mib);
+    if (st.budget)
+        fprintf(stderr, " | budget %.1f MiB, predicted peak %.1f MiB (%+.1f%%)", st.budget / mib,
+                st.predicted_peak / mib,
+                100.0 * ((double)st.peak_rss - (double)st.predicted_peak) / (double)st.predicted_peak);
+    fprintf(stderr, "\nstats: read %.1f MiB from disk (%s), %.2f s in reads, %.2f s waiting | "
+            "%d streamed units, %.1f MiB resident | prefill chunk %d\n", st.bytes_read / mib,
+            st.direct_io ? "O_DIRECT" : "buffered", st.io_seconds, st.wait_seconds,
+            st.n_streamed_layers, st.resident_bytes / mib, st.n_batch);
+    if (st.budget)
+        fprintf(stderr, "stats: %.2f tok/s measured, %.2f predicted for decoding\n", tok_s,
+                st.predicted_decode_tps);
 }

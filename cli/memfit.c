@@ -15,6 +15,9 @@ static const struct {
     {"perplexity", cmd_perplexity, "perplexity of a text file"},
     {"synth", cmd_synth, "write a random-weight model of any shape"},
     {"bench", cmd_bench, "prompt and generation speed (like llama-bench)"},
+    {"plan", cmd_plan, "what a run under --mem keeps resident and streams"},
+    {"quantize", cmd_quantize, "convert a model's tensors to another type (q8_0, q4_k_m, ...)"},
+    {"kld", cmd_kld, "KL divergence of a model's predictions from a base model's"},
 };
 
 static void log_to_stderr(mf_log_level level, const char *msg, void *user) {

@@ -91,6 +91,7 @@ typedef struct mf_session_params {
     int n_threads; /* 0: all cores */
     int n_batch;   /* most tokens evaluated in one pass; 0: 512 */
     const char *kv_type; /* KV cache: "f32" (NULL), "f16" or "q8_0" */
+    uint64_t mem_budget; /* bytes the process may use (VmHWM); 0: no limit */
 } mf_session_params;
 
 mf_status mf_session_create(mf_model *m, const mf_session_params *p, mf_session **out);
@@ -106,6 +107,30 @@ int mf_session_n_batch(const mf_session *s);
 /* Bytes of the KV cache (keys and values, all layers, the full context). */
 uint64_t mf_session_kv_bytes(const mf_session *s);
 void mf_session_reset(mf_session *s);
+
+/* ---- memory budget ------------------------------------------------------ */
+
+/* The plan for running m with p (p->mem_budget > 0) as text: per layer
+ * resident or streamed, KV cache, activations, prefill chunk, predicted peak
+ * and speed. MF_E_BUDGET (with the smallest budget that works, and what
+ * dominates it, in mf_last_error()) if nothing fits. */
+mf_status mf_plan_report(mf_model *m, const mf_session_params *p, char *buf, size_t cap);
+
+typedef struct mf_session_stats {
+    uint64_t budget, predicted_peak, peak_rss;
+    uint64_t resident_bytes, streamed_bytes_per_pass;
+    uint64_t bytes_read;           /* from disk by the streamer */
+    double io_seconds, wait_seconds;
+    double predicted_decode_tps, predicted_prefill_tps;
+    int n_streamed_layers, n_batch;
+    int direct_io;                 /* O_DIRECT in use */
+} mf_session_stats;
+void mf_session_get_stats(const mf_session *s, mf_session_stats *out);
+
+/* Measure this machine's disk (reading `path`) and memory read bandwidth,
+ * and record them for the planner's cost model (in $MEMFIT_CACHE or
+ * ~/.cache/memfit/machine). Writes what it measured into *disk_gbs/mem_gbs. */
+mf_status mf_measure_machine(const char *path, double *disk_gbs, double *mem_gbs);
 
 /* ---- sampling ----------------------------------------------------------- */
 
@@ -140,6 +165,77 @@ typedef struct mf_synth_params {
 
 /* Write a random-weight LLaMA model to path (atomically). */
 mf_status mf_synth(const mf_synth_params *p, const char *path);
+
+/* ---- quantization, calibration (memfit quantize, memfit kld) -------------
+ * A file is quantized tensor by tensor: matrices get the type a mixture
+ * ("q4_k_m", ...) names for their role and layer, as llama.cpp's
+ * llama-quantize chooses; 1-D tensors (norms) are copied unchanged. An
+ * importance matrix (mean squared activation of each input channel of every
+ * matrix, collected over calibration text) lets quantizers that support it
+ * spend precision where the activations are large. Formats and rules:
+ * docs/quantization.md. */
+
+typedef struct mf_imatrix mf_imatrix;
+
+/* Run the model over ids in windows of n_ctx tokens (each from an empty
+ * cache; the last window may be shorter) and collect, for every matrix
+ * weight, the mean over tokens of x_j^2 of each input channel j. A tied
+ * embedding is observed as token_embd.weight (it is the output matrix). */
+mf_status mf_imatrix_collect(mf_model *m, const int32_t *ids, int n, int n_ctx, int n_threads,
+                             mf_imatrix **out);
+/* llama.cpp's legacy imatrix.dat layout (docs/formats.md), written atomically. */
+mf_status mf_imatrix_save(const mf_imatrix *im, const char *path);
+mf_status mf_imatrix_load(const char *path, mf_imatrix **out);
+void mf_imatrix_free(mf_imatrix *im);
+/* The n_in importances of a tensor, or NULL if absent or of another length. */
+const float *mf_imatrix_get(const mf_imatrix *im, const char *tensor_name, int n_in);
+int mf_imatrix_count(const mf_imatrix *im);        /* entries */
+int mf_imatrix_chunks(const mf_imatrix *im);       /* windows it was collected over */
+/* Entry i (0 <= i < count): its tensor name (borrowed) and length. */
+mf_status mf_imatrix_entry(const mf_imatrix *im, int i, const char **name, int *n_in);
+/* The calibration data's name, stored in the file (NULL: none). */
+mf_status mf_imatrix_set_dataset(mf_imatrix *im, const char *name);
+const char *mf_imatrix_dataset(const mf_imatrix *im);
+
+/* What happened to one tensor, given to the report callback as it is written. */
+typedef struct mf_quant_report {
+    const char *name;         /* borrowed for the call */
+    int index, n_tensors;     /* position in the file */
+    int n_dims;
+    int64_t ne[4];
+    const char *type_name;    /* the type written */
+    const char *wanted_name;  /* the mixture's choice; differs when fallback is set */
+    int fallback;             /* 1: the row length is not a multiple of wanted's block */
+    int copied;               /* 1: bytes copied unchanged (1-D, or already that type) */
+    int used_imatrix;         /* 1: the quantizer was given importances */
+    uint64_t n_elements, n_bytes;
+    double rms;               /* sqrt(mean w^2) of the source weights */
+    double rmse;              /* sqrt(mean (w - dequant(quant(w)))^2) */
+    double wrmse;             /* the same weighted by the importances per column, */
+                              /* sqrt(sum_ij imp_j e_ij^2 / (rows sum_j imp_j)); -1 without */
+} mf_quant_report;
+
+typedef void (*mf_quant_progress_fn)(void *user, uint64_t done, uint64_t total);
+typedef void (*mf_quant_report_fn)(void *user, const mf_quant_report *r);
+
+typedef struct mf_quantize_params {
+    const char *type;           /* "q8_0", "q4_k_m", "f16", ... (mf_quantize_type_name) */
+    const mf_imatrix *imatrix;  /* borrowed, or NULL */
+    int n_threads;              /* 0: all cores */
+    int pure;                   /* 1: every matrix in the base type (llama-quantize --pure) */
+    mf_quant_progress_fn progress; /* elements done of total; may be NULL */
+    mf_quant_report_fn report;  /* once per tensor, in file order; may be NULL */
+    void *user;                 /* passed to both callbacks */
+} mf_quantize_params;
+
+/* Quantize the GGUF `in` into `out` (out.tmp, fsync, rename; nothing is left
+ * on failure, and out may not be in). Metadata is copied, with
+ * general.file_type set to llama.cpp's llama_ftype number and
+ * general.quantization_version = 2. MF_E_UNSUPPORTED names a type whose
+ * quantizer memfit does not have yet. */
+mf_status mf_quantize_file(const char *in, const char *out, const mf_quantize_params *p);
+/* The i-th accepted type name (NULL past the end), for help texts. */
+const char *mf_quantize_type_name(int i);
 
 /* ---- process statistics -------------------------------------------------- */
 

@@ -62,6 +62,9 @@ void *mf_alloc(mf_ledger *l, uint64_t bytes, mf_tag tag);
 /* The same, returning the status (MF_E_BUDGET / MF_E_NOMEM) and *out. */
 mf_status mf_alloc_p(mf_ledger *l, uint64_t bytes, mf_tag tag, void **out);
 void mf_free(mf_ledger *l, void *p);
+/* Charge (or, with a negative amount, uncharge) bytes that are not
+ * allocated here, e.g. resident pages of a mapped file. */
+mf_status mf_ledger_charge(mf_ledger *l, int64_t bytes, mf_tag tag);
 
 /* ---- thread pool ------------------------------------------------------------------ */
 
@@ -86,6 +89,7 @@ static inline void mf_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *h
 /* ---- time, files -------------------------------------------------------------------- */
 
 double mf_time_s(void);                 /* monotonic seconds */
+uint64_t mf_current_rss(void);          /* VmRSS of this process in bytes, 0 if unknown */
 /* Atomic writes: open path.tmp, write, then mf_file_commit fsyncs and renames. */
 typedef struct mf_outfile {
     void *fp;                           /* FILE* */

@@ -84,3 +84,20 @@ void mf_free(mf_ledger *l, void *ptr) {
     h->magic = 0;
     free(p);
 }
+
+mf_status mf_ledger_charge(mf_ledger *l, int64_t bytes, mf_tag tag) {
+    if (bytes >= 0) {
+        uint64_t b = (uint64_t)bytes;
+        if (l->budget && l->total + b > l->budget)
+            return mf_errorf(MF_E_BUDGET, "%llu bytes of %s would exceed the budget of %llu "
+                             "bytes (%llu in use)", (unsigned long long)b, mf_tag_name(tag),
+                             (unsigned long long)l->budget, (unsigned long long)l->total);
+        l->used[tag] += b;
+        l->total += b;
+        if (l->total > l->peak) l->peak = l->total;
+    } else {
+        l->used[tag] -= (uint64_t)-bytes;
+        l->total -= (uint64_t)-bytes;
+    }
+    return MF_OK;
+}

@@ -21,20 +21,24 @@ double mf_time_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-uint64_t mf_peak_rss(void) {
+static uint64_t proc_status_kb(const char *key) {
     FILE *f = fopen("/proc/self/status", "r");
     if (!f) return 0;
     char line[256];
     uint64_t kb = 0;
+    size_t n = strlen(key);
     while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, "VmHWM:", 6) == 0) {
-            kb = strtoull(line + 6, NULL, 10);
+        if (strncmp(line, key, n) == 0) {
+            kb = strtoull(line + n, NULL, 10);
             break;
         }
     }
     fclose(f);
     return kb * 1024;
 }
+
+uint64_t mf_peak_rss(void) { return proc_status_kb("VmHWM:"); }
+uint64_t mf_current_rss(void) { return proc_status_kb("VmRSS:"); }
 
 mf_status mf_parse_size(const char *s, uint64_t *out) {
     if (!s || !*s) return mf_errorf(MF_E_INVALID, "empty size");

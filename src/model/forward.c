@@ -153,9 +153,8 @@ static void store_kv(mf_session *s, int l, int T) {
     }
 }
 
-static void attention_block(mf_session *s, int l, int T) {
+static void attention_block(mf_session *s, const mf_layer *L, int l, int T) {
     const mf_hparams *hp = &s->m->hp;
-    const mf_layer *L = &s->m->layers[l];
     rmsnorm(s->xb, s->x, L->attn_norm, T, hp->dim, hp->norm_eps);
     matmul(s, &L->wq, s->xb, T, s->q);
     matmul(s, &L->wk, s->xb, T, s->k);
@@ -170,9 +169,8 @@ static void attention_block(mf_session *s, int l, int T) {
     for (size_t i = 0; i < n; i++) s->x[i] += s->xb[i];
 }
 
-static void ffn_block(mf_session *s, int l, int T) {
+static void ffn_block(mf_session *s, const mf_layer *L, int T) {
     const mf_hparams *hp = &s->m->hp;
-    const mf_layer *L = &s->m->layers[l];
     rmsnorm(s->xb, s->x, L->ffn_norm, T, hp->dim, hp->norm_eps);
     matmul(s, &L->w_gate, s->xb, T, s->hb);
     matmul(s, &L->w_up, s->xb, T, s->hb2);
@@ -186,18 +184,24 @@ static void ffn_block(mf_session *s, int l, int T) {
     for (size_t i = 0; i < n; i++) s->x[i] += s->xb[i];
 }
 
-void mf_forward(mf_session *s, const int32_t *ids, int T, bool all_logits) {
+mf_status mf_forward(mf_session *s, const int32_t *ids, int T, bool all_logits) {
     const mf_model *m = s->m;
     const mf_hparams *hp = &m->hp;
-    for (int t = 0; t < T; t++)
-        mf_get_row(m->tok_embd.data, m->tok_embd.type, hp->dim, ids[t], s->x + (size_t)t * hp->dim);
+    const mf_provider *pv = &s->prov;
+    for (int t = 0; t < T; t++) TRY(pv->embd_row(pv->ctx, ids[t], s->x + (size_t)t * hp->dim));
     rope_table(s->rope, s->pos, T, hp->rope_dim, hp->rope_base);
+    const mf_layer *L;
     for (int l = 0; l < hp->n_layers; l++) {
-        attention_block(s, l, T);
-        ffn_block(s, l, T);
+        TRY(pv->acquire(pv->ctx, l, &L));
+        attention_block(s, L, l, T);
+        ffn_block(s, L, T);
+        pv->release(pv->ctx, l);
     }
     int first = all_logits ? 0 : T - 1, rows = T - first;
     const float *xl = s->x + (size_t)first * hp->dim;
     rmsnorm(s->xb, xl, m->out_norm, rows, hp->dim, hp->norm_eps);
-    matmul(s, &m->output, s->xb, rows, s->logits);
+    TRY(pv->acquire(pv->ctx, hp->n_layers, &L));
+    matmul(s, &L->wq, s->xb, rows, s->logits);
+    pv->release(pv->ctx, hp->n_layers);
+    return MF_OK;
 }

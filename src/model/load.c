@@ -9,9 +9,12 @@
 #include "io/llama2c.h"
 #include "tensor/tensor.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static mf_status get_dim(const mf_gguf *g, const char *key, int *out, bool required,
                          int dflt) {
@@ -90,18 +93,35 @@ static mf_status bind_weight(const mf_gguf *g, const char *name, int64_t n_in, i
     return MF_OK;
 }
 
-static mf_status bind_norm(const mf_gguf *g, const char *name, int64_t dim, float *dst) {
+/* Norm vectors are read with pread, not through the mapping: touching the
+ * mapping can fault in whole large folios around them (megabytes), which a
+ * memory budget would then have to pay for. */
+static mf_status bind_norm(const mf_model *m, int fd, const char *name, int64_t dim, float *dst) {
     const mf_gguf_tensor *t;
-    TRY(find(g, name, dim, 0, &t));
+    TRY(find(m->file, name, dim, 0, &t));
     const mf_type_traits *tr = mf_traits(t->type);
     if (!tr || !tr->to_float || dim % mf_type_layout_of(t->type)->block)
         return mf_errorf(MF_E_UNSUPPORTED, "norm tensor '%s' has type %s", name,
                          mf_type_name(t->type));
-    tr->to_float(t->data, dst, dim);
+    uint8_t *raw = malloc((size_t)t->n_bytes);
+    if (!raw) return mf_errorf(MF_E_NOMEM, "out of memory");
+    uint64_t off = (uint64_t)((const uint8_t *)t->data - m->file->base), done = 0;
+    while (done < t->n_bytes) {
+        ssize_t n = pread(fd, raw + done, (size_t)(t->n_bytes - done), (off_t)(off + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            free(raw);
+            return mf_errorf(MF_E_IO, "reading tensor '%s': %s", name,
+                             n < 0 ? strerror(errno) : "unexpected end of file");
+        }
+        done += (uint64_t)n;
+    }
+    tr->to_float(raw, dst, dim);
+    free(raw);
     return MF_OK;
 }
 
-static mf_status bind_layer(mf_model *m, int l, float *norms) {
+static mf_status bind_layer(mf_model *m, int fd, int l, float *norms) {
     const mf_gguf *g = m->file;
     const mf_hparams *hp = &m->hp;
     mf_layer *L = &m->layers[l];
@@ -109,8 +129,8 @@ static mf_status bind_layer(mf_model *m, int l, float *norms) {
     int64_t kv_out = (int64_t)hp->n_kv_heads * hp->head_dim;
     char name[96];
 #define NAME(s) (snprintf(name, sizeof name, "blk.%d.%s.weight", l, s), name)
-    TRY(bind_norm(g, NAME("attn_norm"), hp->dim, norms));
-    TRY(bind_norm(g, NAME("ffn_norm"), hp->dim, norms + hp->dim));
+    TRY(bind_norm(m, fd, NAME("attn_norm"), hp->dim, norms));
+    TRY(bind_norm(m, fd, NAME("ffn_norm"), hp->dim, norms + hp->dim));
     L->attn_norm = norms;
     L->ffn_norm = norms + hp->dim;
     TRY(bind_weight(g, NAME("attn_q"), hp->dim, q_out, &L->wq));
@@ -136,7 +156,7 @@ static mf_status bind_vocab_size(mf_model *m) {
     return MF_OK;
 }
 
-mf_status mf_model_bind(mf_model *m) {
+static mf_status bind_all(mf_model *m, int fd) {
     mf_hparams *hp = &m->hp;
     TRY(read_hparams(m->file, hp));
     TRY(bind_vocab_size(m));
@@ -146,14 +166,22 @@ mf_status mf_model_bind(mf_model *m) {
     if (!m->norms || !m->layers) return mf_errorf(MF_E_NOMEM, "out of memory binding tensors");
     TRY(bind_weight(m->file, "token_embd.weight", hp->dim, hp->n_vocab, &m->tok_embd));
     for (int l = 0; l < hp->n_layers; l++)
-        TRY(bind_layer(m, l, m->norms + (size_t)2 * l * hp->dim));
+        TRY(bind_layer(m, fd, l, m->norms + (size_t)2 * l * hp->dim));
     float *on = m->norms + (size_t)2 * hp->n_layers * hp->dim;
-    TRY(bind_norm(m->file, "output_norm.weight", hp->dim, on));
+    TRY(bind_norm(m, fd, "output_norm.weight", hp->dim, on));
     m->out_norm = on;
     m->tied = mf_gguf_find_tensor(m->file, "output.weight") == NULL;
     if (m->tied) m->output = m->tok_embd;
     else TRY(bind_weight(m->file, "output.weight", hp->dim, hp->n_vocab, &m->output));
     return MF_OK;
+}
+
+mf_status mf_model_bind(mf_model *m) {
+    int fd = open(m->path, O_RDONLY);
+    if (fd < 0) return mf_errorf(MF_E_IO, "cannot open '%s': %s", m->path, strerror(errno));
+    mf_status st = bind_all(m, fd);
+    close(fd);
+    return st;
 }
 
 static mf_status open_file(mf_model *m, const char *path, const mf_model_params *p) {
@@ -187,7 +215,8 @@ mf_status mf_model_load(const char *path, const mf_model_params *p, mf_model **o
     if (!path) return mf_errorf(MF_E_INVALID, "no model path");
     mf_model *m = calloc(1, sizeof *m);
     if (!m) return mf_errorf(MF_E_NOMEM, "out of memory");
-    mf_status st = open_file(m, path, p);
+    m->path = strdup(path);
+    mf_status st = m->path ? open_file(m, path, p) : mf_errorf(MF_E_NOMEM, "out of memory");
     if (st == MF_OK) st = mf_model_bind(m);
     if (st != MF_OK) {
         char msg[1024];
@@ -206,5 +235,6 @@ void mf_model_free(mf_model *m) {
     mf_gguf_close(m->file);
     free(m->norms);
     free(m->layers);
+    free(m->path);
     free(m);
 }

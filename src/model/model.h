@@ -46,6 +46,7 @@ struct mf_model {
     mf_layer *layers;         /* (n_layers) */
     float *norms;             /* owned storage of all norm vectors */
     char format[16];
+    char *path;               /* the file, for streaming */
 };
 
 /* Read hyperparameters and bind tensors; fills m (file already opened). */

@@ -22,23 +22,34 @@ static uint64_t max_scratch(const mf_model *m, int B) {
     return best;
 }
 
+/* Every buffer goes through here: allocated and charged, or (when only
+ * measuring for the planner) counted. */
+static mf_status salloc(mf_session *s, uint64_t bytes, mf_tag tag, void **p) {
+    if (s->measure) {
+        *p = NULL;
+        return mf_add_ok(s->measured, bytes, &s->measured)
+                   ? MF_OK : mf_errorf(MF_E_INVALID, "session size overflows");
+    }
+    return mf_alloc_p(&s->ledger, bytes, tag, p);
+}
+
 static mf_status alloc_f32(mf_session *s, float **p, uint64_t a, uint64_t b, mf_tag tag) {
     uint64_t n, bytes;
     if (!mf_mul_ok(a, b, &n) || !mf_mul_ok(n, sizeof(float), &bytes))
         return mf_errorf(MF_E_INVALID, "buffer size overflows");
-    return mf_alloc_p(&s->ledger, bytes, tag, (void **)p);
+    return salloc(s, bytes, tag, (void **)p);
 }
 
 static mf_status alloc_buffers(mf_session *s) {
     const mf_hparams *hp = &s->m->hp;
     uint64_t B = (uint64_t)s->n_batch, qd = (uint64_t)hp->n_heads * hp->head_dim;
     uint64_t kv = (uint64_t)hp->n_layers * (uint64_t)s->n_ctx;
-    uint64_t kv_bytes, nth = (uint64_t)mf_pool_size(s->pool);
+    uint64_t kv_bytes, nth = (uint64_t)s->nth;
     if (!mf_mul_ok(kv, s->kv_row, &kv_bytes))
         return mf_errorf(MF_E_INVALID, "KV cache size overflows");
-    TRY(mf_alloc_p(&s->ledger, kv_bytes, MF_TAG_KV, (void **)&s->k_cache));
-    TRY(mf_alloc_p(&s->ledger, kv_bytes, MF_TAG_KV, (void **)&s->v_cache));
-    TRY(mf_alloc_p(&s->ledger, nth * s->kv_head + 64, MF_TAG_SCRATCH, (void **)&s->qconv));
+    TRY(salloc(s, kv_bytes, MF_TAG_KV, (void **)&s->k_cache));
+    TRY(salloc(s, kv_bytes, MF_TAG_KV, (void **)&s->v_cache));
+    TRY(salloc(s, nth * s->kv_head + 64, MF_TAG_SCRATCH, (void **)&s->qconv));
     TRY(alloc_f32(s, &s->vrow, nth, (uint64_t)hp->head_dim, MF_TAG_SCRATCH));
     TRY(alloc_f32(s, &s->x, B, (uint64_t)hp->dim, MF_TAG_ACT));
     TRY(alloc_f32(s, &s->xb, B, (uint64_t)hp->dim, MF_TAG_ACT));
@@ -49,13 +60,10 @@ static mf_status alloc_buffers(mf_session *s) {
     TRY(alloc_f32(s, &s->hb, B, (uint64_t)hp->n_ff, MF_TAG_ACT));
     TRY(alloc_f32(s, &s->hb2, B, (uint64_t)hp->n_ff, MF_TAG_ACT));
     TRY(alloc_f32(s, &s->rope, B, (uint64_t)hp->rope_dim, MF_TAG_ACT));
-    TRY(alloc_f32(s, &s->scores, (uint64_t)mf_pool_size(s->pool), (uint64_t)s->n_ctx,
-                  MF_TAG_SCRATCH));
-    TRY(alloc_f32(s, &s->lanes, (uint64_t)mf_pool_size(s->pool) * 16, (uint64_t)hp->head_dim,
-                  MF_TAG_SCRATCH));
+    TRY(alloc_f32(s, &s->scores, nth, (uint64_t)s->n_ctx, MF_TAG_SCRATCH));
+    TRY(alloc_f32(s, &s->lanes, nth * 16, (uint64_t)hp->head_dim, MF_TAG_SCRATCH));
     TRY(alloc_f32(s, &s->logits, B, (uint64_t)hp->n_vocab, MF_TAG_LOGITS));
-    return mf_alloc_p(&s->ledger, max_scratch(s->m, s->n_batch) + 64, MF_TAG_SCRATCH,
-                      &s->mm_scratch);
+    return salloc(s, max_scratch(s->m, s->n_batch) + 64, MF_TAG_SCRATCH, &s->mm_scratch);
 }
 
 /* The KV cache type: f32 (default), f16 or q8_0; a quantized cache needs
@@ -75,22 +83,50 @@ static mf_status pick_kv_type(mf_session *s, const char *name) {
 
 uint64_t mf_session_kv_bytes(const mf_session *s) { return s->ledger.used[MF_TAG_KV]; }
 
-mf_status mf_session_create(mf_model *m, const mf_session_params *p, mf_session **out) {
-    *out = NULL;
-    mf_session_params def = {0};
-    if (!p) p = &def;
+/* Fill the fields every session needs from the parameters. */
+static mf_status session_setup(mf_session *s, mf_model *m, const mf_session_params *p) {
     if (p->n_ctx < 0 || p->n_batch < 0 || p->n_threads < 0)
         return mf_errorf(MF_E_INVALID, "negative context, batch or thread count");
-    mf_session *s = calloc(1, sizeof *s);
-    if (!s) return mf_errorf(MF_E_NOMEM, "out of memory");
+    if (p->n_threads > 256) return mf_errorf(MF_E_INVALID, "thread count %d is too large", p->n_threads);
     s->m = m;
     s->n_ctx = p->n_ctx ? p->n_ctx : m->hp.n_ctx_train;
     s->n_batch = p->n_batch ? p->n_batch : 512;
     if (s->n_batch > s->n_ctx) s->n_batch = s->n_ctx;
+    s->nth = p->n_threads ? p->n_threads : mf_n_cores();
     s->kv_dim = m->hp.n_kv_heads * m->hp.head_dim;
-    mf_ledger_init(&s->ledger, 0);
-    mf_status st = pick_kv_type(s, p->kv_type);
-    if (st == MF_OK) st = mf_pool_create(p->n_threads, &s->pool);
+    return pick_kv_type(s, p->kv_type);
+}
+
+mf_status mf_session_measure(mf_model *m, const mf_session_params *p, uint64_t *bytes,
+                             mf_session_params *eff) {
+    mf_session s;
+    memset(&s, 0, sizeof s);
+    s.measure = true;
+    TRY(session_setup(&s, m, p));
+    TRY(alloc_buffers(&s));
+    *bytes = s.measured;
+    if (eff) {
+        *eff = *p;
+        eff->n_ctx = s.n_ctx;
+        eff->n_batch = s.n_batch;
+        eff->n_threads = s.nth;
+    }
+    return MF_OK;
+}
+
+mf_status mf_session_new(mf_model *m, const mf_session_params *p, const mf_provider *prov,
+                         mf_ledger *ledger_init, mf_session **out) {
+    *out = NULL;
+    mf_session *s = calloc(1, sizeof *s);
+    if (!s) {
+        if (prov->destroy) prov->destroy(prov->ctx);
+        return mf_errorf(MF_E_NOMEM, "out of memory");
+    }
+    s->prov = *prov;
+    if (ledger_init) s->ledger = *ledger_init;
+    else mf_ledger_init(&s->ledger, 0);
+    mf_status st = session_setup(s, m, p);
+    if (st == MF_OK) st = mf_pool_create(s->nth, &s->pool);
     if (st == MF_OK) st = alloc_buffers(s);
     if (st != MF_OK) {
         mf_session_free(s);
@@ -110,6 +146,8 @@ void mf_session_free(mf_session *s) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) mf_free(&s->ledger, *bufs[i]);
     mf_free(&s->ledger, s->mm_scratch);
     mf_pool_free(s->pool);
+    if (s->prov.destroy) s->prov.destroy(s->prov.ctx);
+    if (s->plan_free) s->plan_free(s->plan);
     free(s);
 }
 
@@ -128,7 +166,7 @@ mf_status mf_session_eval(mf_session *s, const int32_t *ids, int n, int all_logi
     for (int done = 0; done < n;) {
         int chunk = n - done < s->n_batch ? n - done : s->n_batch;
         bool last = done + chunk == n;
-        mf_forward(s, ids + done, chunk, all_logits && last);
+        TRY(mf_forward(s, ids + done, chunk, all_logits && last));
         s->pos += chunk;
         s->n_last = chunk;
         s->logits_rows = all_logits ? chunk : 1;
@@ -143,6 +181,11 @@ const float *mf_session_logits(const mf_session *s, int i) {
     if (i >= s->n_last) return NULL;
     if (s->logits_rows == 1) return i == s->n_last - 1 ? s->logits : NULL;
     return s->logits + (size_t)i * (size_t)s->m->hp.n_vocab;
+}
+
+void mf_session_set_provider(mf_session *s, const mf_provider *prov) {
+    if (s->prov.destroy) s->prov.destroy(s->prov.ctx);
+    s->prov = *prov;
 }
 
 void mf_session_set_observer(mf_session *s, mf_observe_fn fn, void *user) {

@@ -7,6 +7,7 @@
 #define MF_SESSION_H
 
 #include "model/model.h"
+#include "model/provider.h"
 
 /* Called before each matrix product with its input activations x
  * (n_tok rows of w->n_in floats); used to collect calibration statistics. */
@@ -14,7 +15,11 @@ typedef void (*mf_observe_fn)(void *user, const mf_weight *w, const float *x, in
 
 struct mf_session {
     mf_model *m;              /* borrowed */
+    mf_provider prov;         /* owned: where the weights come from */
     mf_pool *pool;
+    int nth;                  /* threads of the pool */
+    bool measure;             /* sizing only: count bytes, allocate nothing */
+    uint64_t measured;
     mf_ledger ledger;
     int n_ctx, n_batch, pos;
     int kv_dim;               /* n_kv_heads * head_dim */
@@ -38,6 +43,8 @@ struct mf_session {
     void *mm_scratch;         /* activations converted for the matmul */
     int n_last;               /* tokens in the last eval */
     int logits_rows;          /* rows of logits kept: n_last or 1 */
+    void *plan;               /* the budget plan (src/plan), NULL without a budget */
+    void (*plan_free)(void *plan);
     mf_observe_fn observe;    /* NULL: none */
     void *observe_user;
 };
@@ -45,6 +52,17 @@ struct mf_session {
 void mf_session_set_observer(mf_session *s, mf_observe_fn fn, void *user);
 
 /* One forward pass over n <= n_batch tokens at positions s->pos.. */
-void mf_forward(mf_session *s, const int32_t *ids, int n, bool all_logits);
+mf_status mf_forward(mf_session *s, const int32_t *ids, int n, bool all_logits);
+
+/* Create a session that takes its weights from prov (owned from here on,
+ * destroyed with the session, also on failure). */
+mf_status mf_session_new(mf_model *m, const mf_session_params *p, const mf_provider *prov,
+                         mf_ledger *ledger_init, mf_session **out);
+/* Replace the provider (the old one is destroyed). */
+void mf_session_set_provider(mf_session *s, const mf_provider *prov);
+/* The bytes mf_session_new would allocate for these parameters (with the
+ * n_ctx and n_batch defaults applied into *eff). */
+mf_status mf_session_measure(mf_model *m, const mf_session_params *p, uint64_t *bytes,
+                             mf_session_params *eff);
 
 #endif

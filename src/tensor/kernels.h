@@ -56,6 +56,78 @@ void mf_ref_q6_k_to_float(const void *src, float *dst, int64_t n);
 void mf_ref_iq4_nl_to_float(const void *src, float *dst, int64_t n);
 void mf_ref_iq4_xs_to_float(const void *src, float *dst, int64_t n);
 
+/* ---- k-quants: q8_K activations, q4_K/q5_K/q6_K (kernels_k_ref.c) ---- */
+#define MF_QK_K 256
+#define MF_Q8_K_BYTES 292 /* f32 d @0, i8 qs[256] @4, i16 bsums[16] @260 */
+/* llama.cpp's q8_K quantizer (activations): iscale = -127/max where max is
+ * the value of largest |x| with its sign, q = nearest (ties even), d = 1/iscale;
+ * bsums[g] = sum of qs[16g..16g+15]. */
+void mf_ref_q8_k_from_float(const float *src, void *dst, int64_t n);
+void mf_ref_q8_k_to_float(const void *src, float *dst, int64_t n);
+uint64_t mf_ref_quantize_q4_k(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                              const float *imatrix);
+uint64_t mf_ref_quantize_q5_k(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                              const float *imatrix);
+uint64_t mf_ref_quantize_q6_k(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                              const float *imatrix);
+void mf_ref_q4_k_from_float(const float *src, void *dst, int64_t n);
+void mf_ref_q5_k_from_float(const float *src, void *dst, int64_t n);
+void mf_ref_q6_k_from_float(const float *src, void *dst, int64_t n);
+void mf_ref_dot_q4_k(int64_t n, float *s, const void *x, const void *y);
+void mf_ref_dot_q5_k(int64_t n, float *s, const void *x, const void *y);
+void mf_ref_dot_q6_k(int64_t n, float *s, const void *x, const void *y);
+/* AVX2 versions (kernels_k_avx2.c), installed by mf_avx2_install. */
+void mf_avx2_install_k(mf_type_traits table[MF_TYPE_COUNT]);
+
+/* ---- q2_K, q3_K, iq4_xs: quantizers and dots with q8_K (kernels_k2_ref.c) ---- */
+uint64_t mf_ref_quantize_q2_k(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                              const float *imatrix);
+uint64_t mf_ref_quantize_q3_k(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                              const float *imatrix);
+uint64_t mf_ref_quantize_iq4_xs(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                                const float *imatrix);
+void mf_ref_q2_k_from_float(const float *src, void *dst, int64_t n);
+void mf_ref_q3_k_from_float(const float *src, void *dst, int64_t n);
+void mf_ref_iq4_xs_from_float(const float *src, void *dst, int64_t n);
+void mf_ref_dot_q2_k(int64_t n, float *s, const void *x, const void *y);
+void mf_ref_dot_q3_k(int64_t n, float *s, const void *x, const void *y);
+void mf_ref_dot_iq4_xs(int64_t n, float *s, const void *x, const void *y);
+/* AVX2 versions (kernels_k2_avx2.c), installed by mf_avx2_install. */
+void mf_avx2_install_k2(mf_type_traits table[MF_TYPE_COUNT]);
+
+/* ---- 32-blocks q4_0, q4_1, q5_0, q5_1, iq4_nl and q8_1 (kernels_q32_ref.c) ---- */
+#define MF_Q4_0_BYTES 18   /* f16 d, u8 qs[16] */
+#define MF_Q4_1_BYTES 20   /* f16 d, f16 m, u8 qs[16] */
+#define MF_Q5_0_BYTES 22   /* f16 d, u8 qh[4], u8 qs[16] */
+#define MF_Q5_1_BYTES 24   /* f16 d, f16 m, u8 qh[4], u8 qs[16] */
+#define MF_IQ4_NL_BYTES 18 /* f16 d, u8 qs[16] */
+#define MF_Q8_1_BYTES 36   /* f16 d, f16 s = d*sum(qs), i8 qs[32] */
+void mf_ref_q8_1_to_float(const void *src, float *dst, int64_t n);
+void mf_ref_q8_1_from_float(const float *src, void *dst, int64_t n);
+void mf_ref_q8_1_act_from_float(const float *src, void *dst, int64_t n);
+void mf_ref_q4_0_from_float(const float *src, void *dst, int64_t n);
+void mf_ref_q4_1_from_float(const float *src, void *dst, int64_t n);
+void mf_ref_q5_0_from_float(const float *src, void *dst, int64_t n);
+void mf_ref_q5_1_from_float(const float *src, void *dst, int64_t n);
+void mf_ref_iq4_nl_from_float(const float *src, void *dst, int64_t n);
+uint64_t mf_ref_quantize_q4_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                              const float *imatrix);
+uint64_t mf_ref_quantize_q4_1(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                              const float *imatrix);
+uint64_t mf_ref_quantize_q5_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                              const float *imatrix);
+uint64_t mf_ref_quantize_q5_1(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                              const float *imatrix);
+uint64_t mf_ref_quantize_iq4_nl(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
+                                const float *imatrix);
+void mf_ref_dot_q4_0(int64_t n, float *s, const void *x, const void *y);
+void mf_ref_dot_q4_1(int64_t n, float *s, const void *x, const void *y);
+void mf_ref_dot_q5_0(int64_t n, float *s, const void *x, const void *y);
+void mf_ref_dot_q5_1(int64_t n, float *s, const void *x, const void *y);
+void mf_ref_dot_iq4_nl(int64_t n, float *s, const void *x, const void *y);
+/* AVX2 versions (kernels_q32_avx2.c), installed by mf_avx2_install. */
+void mf_avx2_install_q32(mf_type_traits table[MF_TYPE_COUNT]);
+
 /* ---- AVX2 + FMA + F16C (kernels_avx2.c) ---- */
 /* Only called after __builtin_cpu_supports found avx2, fma and f16c.
  * Replace the entries that have AVX2 versions in a table indexed by type. */

@@ -133,7 +133,7 @@ static void test_misc(void) {
     CHECK(mf_matmul_scratch_bytes(MF_TYPE_F16, 10, 2) == 40, "f16 scratch");
     CHECK(mf_matmul_scratch_bytes(MF_TYPE_F32, 64, 3) == 0, "f32 needs no scratch");
     CHECK(mf_matmul_scratch_bytes(MF_TYPE_Q8_0, 33, 1) == 0, "partial block refused");
-    CHECK(mf_matmul_scratch_bytes(MF_TYPE_Q4_K, 256, 1) == 0, "no matmul for q4_K yet");
+    CHECK(mf_matmul_scratch_bytes(MF_TYPE_IQ2_XXS, 256, 1) == 0, "no matmul for iq2_xxs");
     float y[2] = {1, 1}, x[33] = {0};
     uint8_t w[68] = {0};
     mf_matmul(pools[1], w, MF_TYPE_Q8_0, 33, 1, x, 2, y, w);
