@@ -125,7 +125,7 @@ mf_status mf_plan_make(mf_model *m, const mf_session_params *p, mf_plan *pl) {
     }
     pl->base = mf_current_rss();
     int nth = p->n_threads ? p->n_threads : mf_n_cores();
-    pl->slack = (uint64_t)(2 << 20) + (uint64_t)(nth + 1) * (256u << 10);
+    pl->slack = (uint64_t)(1 << 20) + (uint64_t)(nth + 1) * (128u << 10);
     uint64_t fixed;
     TRY(fit_batch(pl, m, p, max_unit, &fixed));
     uint64_t head = 0;

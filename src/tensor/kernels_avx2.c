@@ -318,6 +318,7 @@ static void dot4_q8_0(int64_t n, float s[4], const void *x, uint64_t xs, const v
 void mf_avx2_install(mf_type_traits table[MF_TYPE_COUNT]) {
     mf_avx2_install_k2(table);
     mf_avx2_install_k(table);
+    mf_avx2_install_q32(table);
     table[MF_TYPE_F32].vec_dot = dot_f32;
     table[MF_TYPE_F32].vec_dot4 = dot4_f32;
     table[MF_TYPE_F16].vec_dot4 = dot4_f16;
