@@ -52,6 +52,7 @@ int cmd_perplexity(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_batch(int argc, char **argv);
 /* The session parameters the common flags ask for. */
 mf_session_params cli_session_params(const cli_model_opts *o);
 /* With --stats: peak memory, bytes read, I/O wait, tokens/s, beside the plan. */

@@ -148,3 +148,164 @@ static int report(kstats *k) {
            exp(k->nll_b / n));
     return 0;
 }
+
+/* ---- evaluation ---- */
+
+typedef struct kctx {
+    mf_session *s, *sb;  /* the model; the base model (NULL with a reference) */
+    const float *ref;    /* reference logits (n_tokens, n_vocab) or NULL */
+    int n_vocab, all;
+    kstats k;
+} kctx;
+
+static int eval_window(kctx *c, const int32_t *w, int len) {
+    int B = mf_session_n_batch(c->s), first = c->all ? 0 : len / 2;
+    if (c->sb && mf_session_n_batch(c->sb) < B) B = mf_session_n_batch(c->sb);
+    mf_session_reset(c->s);
+    if (c->sb) mf_session_reset(c->sb);
+    for (int done = 0; done < len; done += B) {
+        int k = len - done < B ? len - done : B;
+        if (mf_session_eval(c->s, w + done, k, 1) != MF_OK) return cli_fail("evaluation failed");
+        if (c->sb && mf_session_eval(c->sb, w + done, k, 1) != MF_OK)
+            return cli_fail("evaluation of the base model failed");
+        for (int i = 0; i < k; i++) {
+            int pos = done + i;
+            if (pos < first || pos + 1 >= len) continue;
+            const float *base = c->sb ? mf_session_logits(c->sb, i)
+                                      : c->ref + (size_t)pos * (size_t)c->n_vocab;
+            if (!score(&c->k, base, mf_session_logits(c->s, i), c->n_vocab, w[pos + 1])) {
+                fprintf(stderr, "memfit: out of memory\n");
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int run_windows(kctx *c, const int32_t *ids, int n, int ctx, int max_chunks) {
+    int n_chunks = n / ctx;
+    if (max_chunks && n_chunks > max_chunks) n_chunks = max_chunks;
+    if (n_chunks == 0) {
+        fprintf(stderr, "memfit: %d tokens are fewer than one window of %d (use -c)\n", n, ctx);
+        return 1;
+    }
+    double t0 = cli_now();
+    for (int w = 0; w < n_chunks; w++) {
+        if (eval_window(c, ids + (size_t)w * ctx, ctx)) return 1;
+        fprintf(stderr, "\r[%d/%d] mean KLD %.6f  (%.1f s)   ", w + 1, n_chunks,
+                c->k.n ? c->k.sum_kl / (double)c->k.n : 0.0, cli_now() - t0);
+    }
+    fputc('\n', stderr);
+    return report(&c->k);
+}
+
+/* An MFRF file: "MFRF", u32 1, i32 n, i32 n_vocab, i32 tokens[n], f32 logits[n][n_vocab], ... */
+static char *read_ref(const char *path, int32_t *n, int32_t *n_vocab) {
+    size_t len = 0;
+    char *buf = cli_read_file(path, &len);
+    if (!buf) return NULL;
+    uint32_t version = 0;
+    if (len >= 16) {
+        memcpy(&version, buf + 4, 4);
+        memcpy(n, buf + 8, 4);
+        memcpy(n_vocab, buf + 12, 4);
+    }
+    uint64_t need = 16 + 4 * (uint64_t)(uint32_t)*n * (1 + (uint64_t)(uint32_t)*n_vocab);
+    if (len < 16 || memcmp(buf, "MFRF", 4) || version != 1 || *n <= 0 || *n_vocab <= 0 ||
+        need > len) {
+        fprintf(stderr, "memfit: '%s' is not an MFRF logits file (or is truncated)\n", path);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static int tokens_for(const kld_opts *o, const mf_model *m, int32_t **ids, int *n) {
+    if (o->ids_file) return cli_read_ids(o->ids_file, ids, n) ? 0 : 1;
+    char *text = cli_read_file(o->file, NULL);
+    if (!text) return 1;
+    mf_status st = cli_tokenize(m, text, 1, ids, n);
+    free(text);
+    return st == MF_OK ? 0 : cli_fail("cannot tokenize the text");
+}
+
+static int check_ids(const int32_t *ids, int n, int n_vocab) {
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= n_vocab) {
+            fprintf(stderr, "memfit: token id %d is outside the vocabulary of %d\n", ids[i], n_vocab);
+            return 1;
+        }
+    return 0;
+}
+
+static int make_session(mf_model *m, const kld_opts *o, int ctx, mf_session **s) {
+    mf_session_params sp = cli_session_params(&o->mo);
+    sp.n_ctx = ctx;
+    return mf_session_create(m, &sp, s) == MF_OK ? 0 : cli_fail("cannot create a session");
+}
+
+/* The reference's tokens are the text; -f / --ids-file, if given, must agree. */
+static int ref_tokens(const kld_opts *o, const mf_model *m, const char *ref, int32_t n,
+                      int32_t **ids) {
+    *ids = malloc(sizeof **ids * (size_t)n);
+    if (!*ids) return 1;
+    memcpy(*ids, ref + 16, 4 * (size_t)n);
+    if (!o->file && !o->ids_file) return 0;
+    int32_t *mine = NULL;
+    int k = 0, rc = tokens_for(o, m, &mine, &k);
+    if (!rc && (k != n || memcmp(mine, *ids, 4 * (size_t)n))) {
+        fprintf(stderr, "memfit: the tokens differ from those in '%s'\n", o->base_ref);
+        rc = 1;
+    }
+    free(mine);
+    return rc;
+}
+
+int cmd_kld(int argc, char **argv) {
+    kld_opts o = {0};
+    int rc = parse(argc, argv, &o), n = 0, ctx = o.mo.n_ctx ? o.mo.n_ctx : 512;
+    if (rc) return rc;
+    mf_model_params mp = {.tokenizer_path = o.mo.tokenizer};
+    mf_model *m = NULL, *mb = NULL;
+    kctx c = {.all = o.all};
+    int32_t *ids = NULL, ref_n = 0, ref_nv = 0;
+    char *ref = NULL;
+    mf_model_info info, binfo;
+    if (mf_model_load(o.mo.model, &mp, &m) != MF_OK) return cli_fail("cannot load the model");
+    mf_model_get_info(m, &info);
+    c.n_vocab = info.n_vocab;
+    rc = 1;
+    if (o.base_model) {
+        if (mf_model_load(o.base_model, &mp, &mb) != MF_OK) {
+            cli_fail("cannot load the base model");
+            goto done;
+        }
+        mf_model_get_info(mb, &binfo);
+        if (binfo.n_vocab != info.n_vocab) {
+            fprintf(stderr, "memfit: vocabularies differ (%d and %d)\n", info.n_vocab, binfo.n_vocab);
+            goto done;
+        }
+        if (tokens_for(&o, mb, &ids, &n) || make_session(mb, &o, ctx, &c.sb)) goto done;
+    } else {
+        if (!(ref = read_ref(o.base_ref, &ref_n, &ref_nv))) goto done;
+        if (ref_nv != info.n_vocab) {
+            fprintf(stderr, "memfit: '%s' has %d logits per token, the model %d\n", o.base_ref,
+                    ref_nv, info.n_vocab);
+            goto done;
+        }
+        if (ref_tokens(&o, m, ref, ref_n, &ids)) goto done;
+        n = ctx = ref_n; /* the reference is one window from an empty cache */
+        c.ref = (const float *)(const void *)(ref + 16 + 4 * (size_t)ref_n);
+    }
+    if (check_ids(ids, n, info.n_vocab) || make_session(m, &o, ctx, &c.s)) goto done;
+    rc = run_windows(&c, ids, n, ctx, o.max_chunks);
+done:
+    free(c.k.kl);
+    free(ids);
+    free(ref);
+    mf_session_free(c.s);
+    mf_session_free(c.sb);
+    mf_model_free(m);
+    mf_model_free(mb);
+    return rc;
+}

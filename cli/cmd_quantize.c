@@ -124,15 +124,17 @@ typedef struct q_state {
     const q_opts *o;
     uint64_t bytes, elems, q_elems;
     double err2, q_sq;          /* sum of squared errors / squared weights of quantized */
-    int n_fallback, n_imatrix, shown;
+    int n_fallback, n_imatrix, shown, last_pct;
     double t0;
 } q_state;
 
 static void progress(void *user, uint64_t done, uint64_t total) {
     q_state *s = user;
-    int w = 30, k = total ? (int)(w * done / total) : w;
+    int w = 30, k = total ? (int)(w * done / total) : w, pct = total ? (int)(100 * done / total) : 100;
+    if (pct == s->last_pct && done < total) return; /* redraw only when it moves */
+    s->last_pct = pct;
     fprintf(stderr, "\r[%.*s%*s] %3d%%  %.1f s", k, "##############################", w - k, "",
-            total ? (int)(100 * done / total) : 100, cli_now() - s->t0);
+            pct, cli_now() - s->t0);
     if (done >= total) fputc('\n', stderr);
     fflush(stderr);
 }
@@ -187,7 +189,7 @@ int cmd_quantize(int argc, char **argv) {
         mf_imatrix_free(im);
         return 1;
     }
-    q_state s = {.o = &o, .t0 = cli_now()};
+    q_state s = {.o = &o, .t0 = cli_now(), .last_pct = -1};
     mf_quantize_params p = {.type = o.type, .imatrix = im, .n_threads = o.n_threads,
                             .pure = o.pure, .progress = progress, .report = report, .user = &s};
     fprintf(stderr, "quantizing %s -> %s as %s%s\n", o.in, o.out, o.type,

@@ -15,6 +15,7 @@ static const struct {
     {"perplexity", cmd_perplexity, "perplexity of a text file"},
     {"synth", cmd_synth, "write a random-weight model of any shape"},
     {"bench", cmd_bench, "prompt and generation speed (like llama-bench)"},
+    {"batch", cmd_batch, "decode many prompts together (each weight read serves all)"},
     {"plan", cmd_plan, "what a run under --mem keeps resident and streams"},
     {"quantize", cmd_quantize, "convert a model's tensors to another type (q8_0, q4_k_m, ...)"},
     {"kld", cmd_kld, "KL divergence of a model's predictions from a base model's"},

@@ -92,6 +92,7 @@ typedef struct mf_session_params {
     int n_batch;   /* most tokens evaluated in one pass; 0: 512 */
     const char *kv_type; /* KV cache: "f32" (NULL), "f16" or "q8_0" */
     uint64_t mem_budget; /* bytes the process may use (VmHWM); 0: no limit */
+    int n_seq;           /* independent sequences sharing the session; 0: 1 */
 } mf_session_params;
 
 mf_status mf_session_create(mf_model *m, const mf_session_params *p, mf_session **out);
@@ -102,6 +103,14 @@ mf_status mf_session_eval(mf_session *s, const int32_t *ids, int n, int all_logi
 /* Logits of token i of the last batch (i = -1: the last one); NULL if not kept. */
 const float *mf_session_logits(const mf_session *s, int i);
 int mf_session_pos(const mf_session *s);
+/* Several sequences at once: token i of the batch belongs to sequence
+ * seq[i] (0 <= seq < n_seq) and goes at that sequence's next position. Every
+ * weight is read once for the whole batch, so decoding one token of each of
+ * S sequences costs about one pass over the weights, not S. Logits of every
+ * token are kept (n <= n_batch). */
+mf_status mf_session_eval_seqs(mf_session *s, const int32_t *ids, const int32_t *seq, int n);
+int mf_session_seq_pos(const mf_session *s, int seq);
+void mf_session_seq_reset(mf_session *s, int seq);
 int mf_session_n_ctx(const mf_session *s);
 int mf_session_n_batch(const mf_session *s);
 /* Bytes of the KV cache (keys and values, all layers, the full context). */

@@ -28,11 +28,11 @@ static void rmsnorm(float *out, const float *x, const float *w, int T, int n, fl
     }
 }
 
-/* cos/sin of every rotated pair for positions pos..pos+T-1: (T, rope_dim) */
-static void rope_table(float *tab, int pos, int T, int rope_dim, float base) {
+/* cos/sin of every rotated pair for each token's position: (T, rope_dim) */
+static void rope_table(float *tab, const int *pos, int T, int rope_dim, float base) {
     float theta_scale = powf(base, -2.0f / (float)rope_dim);
     for (int t = 0; t < T; t++) {
-        float theta = (float)(pos + t);
+        float theta = (float)pos[t];
         float *row = tab + (size_t)t * rope_dim;
         for (int i = 0; i < rope_dim; i += 2) {
             /* correctly rounded, whatever the platform's cosf/sinf do */
@@ -78,8 +78,9 @@ static void attend_one(mf_session *s, int layer, int t, int h, const attn_scratc
     const mf_hparams *hp = &s->m->hp;
     const mf_type_traits *kt = mf_traits(s->kv_type);
     const mf_type_traits *qt = mf_traits(kt->vec_dot_type);
-    int hd = hp->head_dim, kvh = h / (hp->n_heads / hp->n_kv_heads), n_pos = s->pos + t + 1;
-    uint64_t lbase = (uint64_t)layer * (uint64_t)s->n_ctx * s->kv_row + (uint64_t)kvh * s->kv_head;
+    int hd = hp->head_dim, kvh = h / (hp->n_heads / hp->n_kv_heads), n_pos = s->tok_pos[t] + 1;
+    uint64_t lbase = ((uint64_t)layer * (uint64_t)s->n_seq + (uint64_t)s->tok_seq[t]) *
+                         (uint64_t)s->n_ctx * s->kv_row + (uint64_t)kvh * s->kv_head;
     const uint8_t *kc = s->k_cache + lbase, *vc = s->v_cache + lbase;
     const float *q = s->q + ((size_t)t * hp->n_heads + h) * hd;
     const void *qx = q;
@@ -139,17 +140,20 @@ static void matmul(mf_session *s, const mf_weight *w, const float *x, int T, flo
 /* Append this batch's K and V rows to the cache, converted to its type the
  * way llama.cpp's copy into a quantized cache converts them. */
 static void store_kv(mf_session *s, int l, int T) {
-    uint64_t base = ((uint64_t)l * (uint64_t)s->n_ctx + (uint64_t)s->pos) * s->kv_row;
-    if (s->kv_type == MF_TYPE_F32) {
-        memcpy(s->k_cache + base, s->k, sizeof(float) * (size_t)s->kv_dim * (size_t)T);
-        memcpy(s->v_cache + base, s->v, sizeof(float) * (size_t)s->kv_dim * (size_t)T);
-        return;
-    }
     const mf_type_traits *kt = mf_traits(s->kv_type);
     mf_from_float_fn conv = kt->act_from_float ? kt->act_from_float : kt->from_float;
     for (int t = 0; t < T; t++) {
-        conv(s->k + (size_t)t * s->kv_dim, s->k_cache + base + (uint64_t)t * s->kv_row, s->kv_dim);
-        conv(s->v + (size_t)t * s->kv_dim, s->v_cache + base + (uint64_t)t * s->kv_row, s->kv_dim);
+        uint64_t cell = ((uint64_t)l * (uint64_t)s->n_seq + (uint64_t)s->tok_seq[t]) *
+                            (uint64_t)s->n_ctx + (uint64_t)s->tok_pos[t];
+        uint8_t *kd = s->k_cache + cell * s->kv_row, *vd = s->v_cache + cell * s->kv_row;
+        const float *k = s->k + (size_t)t * s->kv_dim, *v = s->v + (size_t)t * s->kv_dim;
+        if (s->kv_type == MF_TYPE_F32) {
+            memcpy(kd, k, sizeof(float) * (size_t)s->kv_dim);
+            memcpy(vd, v, sizeof(float) * (size_t)s->kv_dim);
+        } else {
+            conv(k, kd, s->kv_dim);
+            conv(v, vd, s->kv_dim);
+        }
     }
 }
 
@@ -189,7 +193,7 @@ mf_status mf_forward(mf_session *s, const int32_t *ids, int T, bool all_logits) 
     const mf_hparams *hp = &m->hp;
     const mf_provider *pv = &s->prov;
     for (int t = 0; t < T; t++) TRY(pv->embd_row(pv->ctx, ids[t], s->x + (size_t)t * hp->dim));
-    rope_table(s->rope, s->pos, T, hp->rope_dim, hp->rope_base);
+    rope_table(s->rope, s->tok_pos, T, hp->rope_dim, hp->rope_base);
     const mf_layer *L;
     for (int l = 0; l < hp->n_layers; l++) {
         TRY(pv->acquire(pv->ctx, l, &L));

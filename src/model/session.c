@@ -43,7 +43,7 @@ static mf_status alloc_f32(mf_session *s, float **p, uint64_t a, uint64_t b, mf_
 static mf_status alloc_buffers(mf_session *s) {
     const mf_hparams *hp = &s->m->hp;
     uint64_t B = (uint64_t)s->n_batch, qd = (uint64_t)hp->n_heads * hp->head_dim;
-    uint64_t kv = (uint64_t)hp->n_layers * (uint64_t)s->n_ctx;
+    uint64_t kv = (uint64_t)hp->n_layers * (uint64_t)s->n_seq * (uint64_t)s->n_ctx;
     uint64_t kv_bytes, nth = (uint64_t)s->nth;
     if (!mf_mul_ok(kv, s->kv_row, &kv_bytes))
         return mf_errorf(MF_E_INVALID, "KV cache size overflows");
@@ -60,6 +60,8 @@ static mf_status alloc_buffers(mf_session *s) {
     TRY(alloc_f32(s, &s->hb, B, (uint64_t)hp->n_ff, MF_TAG_ACT));
     TRY(alloc_f32(s, &s->hb2, B, (uint64_t)hp->n_ff, MF_TAG_ACT));
     TRY(alloc_f32(s, &s->rope, B, (uint64_t)hp->rope_dim, MF_TAG_ACT));
+    TRY(salloc(s, sizeof(int) * (B * 2 + (uint64_t)s->n_seq), MF_TAG_MISC, (void **)&s->tok_seq));
+    if (s->tok_seq) s->tok_pos = s->tok_seq + B, s->seq_pos = s->tok_seq + 2 * B;
     TRY(alloc_f32(s, &s->scores, nth, (uint64_t)s->n_ctx, MF_TAG_SCRATCH));
     TRY(alloc_f32(s, &s->lanes, nth * 16, (uint64_t)hp->head_dim, MF_TAG_SCRATCH));
     TRY(alloc_f32(s, &s->logits, B, (uint64_t)hp->n_vocab, MF_TAG_LOGITS));
@@ -88,10 +90,14 @@ static mf_status session_setup(mf_session *s, mf_model *m, const mf_session_para
     if (p->n_ctx < 0 || p->n_batch < 0 || p->n_threads < 0)
         return mf_errorf(MF_E_INVALID, "negative context, batch or thread count");
     if (p->n_threads > 256) return mf_errorf(MF_E_INVALID, "thread count %d is too large", p->n_threads);
+    if (p->n_seq < 0 || p->n_seq > 4096)
+        return mf_errorf(MF_E_INVALID, "%d sequences: must be 1..4096", p->n_seq);
+    s->n_seq = p->n_seq ? p->n_seq : 1;
     s->m = m;
     s->n_ctx = p->n_ctx ? p->n_ctx : m->hp.n_ctx_train;
     s->n_batch = p->n_batch ? p->n_batch : 512;
-    if (s->n_batch > s->n_ctx) s->n_batch = s->n_ctx;
+    /* a batch never needs more tokens than all sequences' contexts hold */
+    if ((int64_t)s->n_batch > (int64_t)s->n_ctx * s->n_seq) s->n_batch = s->n_ctx * s->n_seq;
     s->nth = p->n_threads ? p->n_threads : mf_n_cores();
     s->kv_dim = m->hp.n_kv_heads * m->hp.head_dim;
     return pick_kv_type(s, p->kv_type);
@@ -141,6 +147,7 @@ void mf_session_free(mf_session *s) {
     mf_free(&s->ledger, s->k_cache);
     mf_free(&s->ledger, s->v_cache);
     mf_free(&s->ledger, s->qconv);
+    mf_free(&s->ledger, s->tok_seq);
     float **bufs[] = {&s->vrow, &s->x, &s->xb, &s->q, &s->k, &s->v,
                       &s->att, &s->hb, &s->hb2, &s->rope, &s->scores, &s->lanes, &s->logits};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) mf_free(&s->ledger, *bufs[i]);
@@ -151,28 +158,67 @@ void mf_session_free(mf_session *s) {
     free(s);
 }
 
-mf_status mf_session_eval(mf_session *s, const int32_t *ids, int n, int all_logits) {
+static mf_status check_ids(const mf_session *s, const int32_t *ids, int n) {
     if (n <= 0) return mf_errorf(MF_E_INVALID, "nothing to evaluate (%d tokens)", n);
-    if (all_logits && n > s->n_batch)
-        return mf_errorf(MF_E_INVALID, "%d tokens with all logits exceed the batch of %d", n,
-                         s->n_batch);
-    if (n > s->n_ctx - s->pos)
-        return mf_errorf(MF_E_CONTEXT_FULL, "context full: %d tokens at position %d exceed "
-                         "the context of %d", n, s->pos, s->n_ctx);
     for (int i = 0; i < n; i++)
         if (ids[i] < 0 || ids[i] >= s->m->hp.n_vocab)
             return mf_errorf(MF_E_INVALID, "token id %d is outside the vocabulary (0..%d)",
                              ids[i], s->m->hp.n_vocab - 1);
+    return MF_OK;
+}
+
+mf_status mf_session_eval(mf_session *s, const int32_t *ids, int n, int all_logits) {
+    TRY(check_ids(s, ids, n));
+    if (all_logits && n > s->n_batch)
+        return mf_errorf(MF_E_INVALID, "%d tokens with all logits exceed the batch of %d", n,
+                         s->n_batch);
+    if (n > s->n_ctx - s->seq_pos[0])
+        return mf_errorf(MF_E_CONTEXT_FULL, "context full: %d tokens at position %d exceed "
+                         "the context of %d", n, s->seq_pos[0], s->n_ctx);
     for (int done = 0; done < n;) {
         int chunk = n - done < s->n_batch ? n - done : s->n_batch;
         bool last = done + chunk == n;
+        for (int t = 0; t < chunk; t++) s->tok_seq[t] = 0, s->tok_pos[t] = s->seq_pos[0] + t;
         TRY(mf_forward(s, ids + done, chunk, all_logits && last));
-        s->pos += chunk;
+        s->seq_pos[0] += chunk;
+        s->pos = s->seq_pos[0];
         s->n_last = chunk;
         s->logits_rows = all_logits ? chunk : 1;
         done += chunk;
     }
     return MF_OK;
+}
+
+mf_status mf_session_eval_seqs(mf_session *s, const int32_t *ids, const int32_t *seq, int n) {
+    TRY(check_ids(s, ids, n));
+    if (n > s->n_batch)
+        return mf_errorf(MF_E_INVALID, "%d tokens exceed the batch of %d", n, s->n_batch);
+    for (int t = 0; t < n; t++) {
+        if (seq[t] < 0 || seq[t] >= s->n_seq)
+            return mf_errorf(MF_E_INVALID, "sequence %d is outside 0..%d", seq[t], s->n_seq - 1);
+        int before = 0;
+        for (int u = 0; u < t; u++) before += seq[u] == seq[t];
+        s->tok_seq[t] = seq[t];
+        s->tok_pos[t] = s->seq_pos[seq[t]] + before;
+        if (s->tok_pos[t] >= s->n_ctx)
+            return mf_errorf(MF_E_CONTEXT_FULL, "context full: sequence %d has no room past "
+                             "position %d", seq[t], s->n_ctx);
+    }
+    TRY(mf_forward(s, ids, n, true));
+    for (int t = 0; t < n; t++) s->seq_pos[seq[t]]++;
+    s->pos = s->seq_pos[0];
+    s->n_last = n;
+    s->logits_rows = n;
+    return MF_OK;
+}
+
+int mf_session_seq_pos(const mf_session *s, int seq) {
+    return seq >= 0 && seq < s->n_seq ? s->seq_pos[seq] : -1;
+}
+
+void mf_session_seq_reset(mf_session *s, int seq) {
+    if (seq >= 0 && seq < s->n_seq) s->seq_pos[seq] = 0;
+    s->pos = s->seq_pos[0];
 }
 
 const float *mf_session_logits(const mf_session *s, int i) {
@@ -198,6 +244,7 @@ int mf_session_n_ctx(const mf_session *s) { return s->n_ctx; }
 int mf_session_n_batch(const mf_session *s) { return s->n_batch; }
 
 void mf_session_reset(mf_session *s) {
+    for (int i = 0; i < s->n_seq; i++) s->seq_pos[i] = 0;
     s->pos = 0;
     s->n_last = 0;
 }

@@ -21,13 +21,16 @@ struct mf_session {
     bool measure;             /* sizing only: count bytes, allocate nothing */
     uint64_t measured;
     mf_ledger ledger;
-    int n_ctx, n_batch, pos;
+    int n_ctx, n_batch, pos;  /* pos: sequence 0's next position */
+    int n_seq;
+    int *seq_pos;             /* (n_seq) next position of each sequence */
+    int *tok_seq, *tok_pos;   /* (B) sequence and position of each token of a batch */
     int kv_dim;               /* n_kv_heads * head_dim */
     int kv_type;              /* mf_type of the cache: f32, f16 or q8_0 */
     uint64_t kv_row;          /* bytes of one position's kv_dim values */
     uint64_t kv_head;         /* bytes of one head's head_dim values */
-    uint8_t *k_cache;         /* (n_layers, n_ctx, kv_dim) of kv_type */
-    uint8_t *v_cache;         /* (n_layers, n_ctx, kv_dim) of kv_type */
+    uint8_t *k_cache;         /* (n_layers, n_seq, n_ctx, kv_dim) of kv_type */
+    uint8_t *v_cache;         /* (n_layers, n_seq, n_ctx, kv_dim) of kv_type */
     float *x;                 /* (B, dim) residual stream */
     float *xb;                /* (B, dim) normed input of a block */
     float *q;                 /* (B, n_heads*head_dim) */
@@ -51,7 +54,8 @@ struct mf_session {
 
 void mf_session_set_observer(mf_session *s, mf_observe_fn fn, void *user);
 
-/* One forward pass over n <= n_batch tokens at positions s->pos.. */
+/* One forward pass over n <= n_batch tokens; token t is at position
+ * tok_pos[t] of sequence tok_seq[t]. */
 mf_status mf_forward(mf_session *s, const int32_t *ids, int n, bool all_logits);
 
 /* Create a session that takes its weights from prov (owned from here on,

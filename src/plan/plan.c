@@ -71,7 +71,9 @@ static void predict(mf_plan *pl, const mf_model *m) {
     mf_machine_load(&pl->disk_gbs, &pl->mem_gbs, &pl->gflops);
     double stream_s = (double)pl->streamed_bytes / (pl->disk_gbs * 1e9);
     double mem_s = (double)pl->weight_bytes / (pl->mem_gbs * 1e9);
-    pl->pred_decode = 1.0 / (stream_s > mem_s ? stream_s : mem_s);
+    /* one decoding step evaluates a token of every sequence in one pass */
+    double n_seq = pl->eff.n_seq > 0 ? pl->eff.n_seq : 1;
+    pl->pred_decode = n_seq / (stream_s > mem_s ? stream_s : mem_s);
     double flops = 0;
     for (int u = 0; u < m->hp.n_layers; u++) {
         const mf_layer *L = &m->layers[u];
@@ -132,7 +134,7 @@ mf_status mf_plan_make(mf_model *m, const mf_session_params *p, mf_plan *pl) {
     mf_type_row_bytes(mf_type_from_name(p->kv_type ? p->kv_type : "f32"),
                       (uint64_t)m->hp.head_dim, &head);
     pl->kv = 2 * (uint64_t)m->hp.n_layers * (uint64_t)pl->eff.n_ctx * head *
-             (uint64_t)m->hp.n_kv_heads;
+             (uint64_t)m->hp.n_kv_heads * (uint64_t)(p->n_seq > 0 ? p->n_seq : 1);
     if (fixed > pl->budget || !choose_resident(pl, pl->budget - fixed))
         return no_fit(pl, fixed, max_unit);
     pl->peak = fixed + pl->resident + pl->stream_bufs;

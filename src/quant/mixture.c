@@ -5,7 +5,8 @@
  * A mixture names a base type ("q4_k_m" -> Q4_K) plus rules that give more
  * bits where llama.cpp measured they pay: the output matrix (Q6_K), attn_v
  * and ffn_down in some layers, attn_output for the small K-mixtures. Layers
- * are counted in file order, as llama.cpp counts them. Only 2-D "*.weight"
+ * are counted in the order llama.cpp visits tensors (mf_quant_order), which
+ * is also the order the file is written in. Only 2-D "*.weight"
  * tensors that are not norms are quantized; the rest keep their type. A type
  * whose block does not divide a row falls back to one that does (llama.cpp's
  * table; where llama.cpp gives up, on 32-blocks, memfit writes f16). The
@@ -14,6 +15,7 @@
 #include "quant/quant.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -182,17 +184,43 @@ static bool has_tensor(const mf_gguf *g, const char *name) {
     return mf_gguf_find_tensor(g, name) != NULL;
 }
 
-mf_status mf_quant_plan(const mf_gguf *g, const mf_quant_mixture *mx, bool pure,
-                        bool has_imatrix, mf_quant_choice *out) {
+typedef struct named {
+    int layer;        /* -1 outside the blocks */
+    const char *name;
+    int idx;
+} named;
+
+static int cmp_named(const void *pa, const void *pb) {
+    const named *a = pa, *b = pb;
+    if (a->layer != b->layer) return a->layer < b->layer ? -1 : 1;
+    return strcmp(a->name, b->name);
+}
+
+mf_status mf_quant_order(const mf_gguf *g, int *order) {
+    if (g->n_tensors > (1u << 30)) return mf_errorf(MF_E_INVALID, "too many tensors");
+    named *v = malloc(sizeof *v * (g->n_tensors ? g->n_tensors : 1));
+    if (!v) return mf_errorf(MF_E_NOMEM, "out of memory");
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        v[i] = (named){-1, g->tensors[i].name, (int)i};
+        if (sscanf(g->tensors[i].name, "blk.%d.", &v[i].layer) != 1) v[i].layer = -1;
+    }
+    qsort(v, g->n_tensors, sizeof *v, cmp_named);
+    for (uint64_t i = 0; i < g->n_tensors; i++) order[i] = v[i].idx;
+    free(v);
+    return MF_OK;
+}
+
+mf_status mf_quant_plan(const mf_gguf *g, const int *order, const mf_quant_mixture *mx,
+                        bool pure, bool has_imatrix, mf_quant_choice *out) {
     plan_state s;
     TRY(init_state(g, mx, has_imatrix, &s));
     bool has_output = has_tensor(g, "output.weight");
     /* the rules only refine quantized bases: f16/bf16/f32 apply as they are */
     bool rules = !pure && mx->base != MF_TYPE_F16 && mx->base != MF_TYPE_BF16 &&
                  mx->base != MF_TYPE_F32;
-    for (uint64_t i = 0; i < g->n_tensors; i++) {
-        const mf_gguf_tensor *t = &g->tensors[i];
-        mf_quant_choice *c = &out[i];
+    for (uint64_t k = 0; k < g->n_tensors; k++) {
+        const mf_gguf_tensor *t = &g->tensors[order[k]];
+        mf_quant_choice *c = &out[order[k]];
         memset(c, 0, sizeof *c);
         if (!is_matrix(t)) {
             c->type = c->wanted = t->type;

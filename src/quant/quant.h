@@ -42,9 +42,14 @@ typedef struct mf_quant_choice {
     bool copy;      /* bytes copied unchanged (not a matrix, or already `type`) */
 } mf_quant_choice;
 
-/* Choose a type for each of g's n_tensors tensors (out has that many). */
-mf_status mf_quant_plan(const mf_gguf *g, const mf_quant_mixture *mx, bool pure,
-                        bool has_imatrix, mf_quant_choice *out);
+/* The order llama.cpp writes a quantized file's tensors in (its loader's
+ * weight_name_comparer): tensors outside the blocks first, then block by
+ * block, by name within each. order receives n_tensors source indices. */
+mf_status mf_quant_order(const mf_gguf *g, int *order);
+/* Choose a type for each of g's n_tensors tensors, visiting them in `order`
+ * (layer counters advance in that order); out is indexed like g->tensors. */
+mf_status mf_quant_plan(const mf_gguf *g, const int *order, const mf_quant_mixture *mx,
+                        bool pure, bool has_imatrix, mf_quant_choice *out);
 
 /* ---- the importance matrix store ---- */
 

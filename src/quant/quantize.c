@@ -3,7 +3,8 @@
  *
  * The plan (mixture.c) fixes every tensor's type before a byte is written,
  * so a type memfit cannot write yet fails at once, naming it. Tensors then
- * stream through the GGUF writer's fill callback in file order: each one's
+ * stream through the GGUF writer's fill callback, in the order llama.cpp
+ * writes them (so a q8_0 file comes out byte for byte as llama-quantize's): each one's
  * rows are split across the pool, and every thread converts a few rows at a
  * time to f32, quantizes them straight into the writer's buffer and
  * dequantizes them again to measure the error. So the process holds one
@@ -25,7 +26,8 @@ typedef struct qfile {
     const mf_quantize_params *p;
     const mf_quant_mixture *mx;
     mf_gguf *g;
-    mf_quant_choice *plan;     /* (n_tensors) */
+    mf_quant_choice *plan;     /* (n_tensors) by source index */
+    int *order;                /* (n_tensors) source index of each written tensor */
     mf_pool *pool;
     int nth;
     int64_t max_row, chunk_rows, max_rows;
@@ -120,8 +122,8 @@ static mf_status quantize_tensor(qfile *q, const mf_gguf_tensor *t, int type, vo
 /* The writer's callback: produce tensor idx, then report it. */
 static mf_status fill(void *ctx, int idx, void *dst, uint64_t n_bytes) {
     qfile *q = ctx;
-    const mf_gguf_tensor *t = &q->g->tensors[idx];
-    const mf_quant_choice *c = &q->plan[idx];
+    const mf_gguf_tensor *t = &q->g->tensors[q->order[idx]];
+    const mf_quant_choice *c = &q->plan[q->order[idx]];
     mf_quant_report r = {.name = t->name, .index = idx, .n_tensors = (int)q->g->n_tensors,
                          .n_dims = t->n_dims, .type_name = mf_type_name(c->type),
                          .wanted_name = mf_type_name(c->wanted), .fallback = c->fallback,
@@ -187,9 +189,13 @@ static mf_status alloc_work(qfile *q) {
 static mf_status setup_writer(const qfile *q, mf_gguf_writer *w, const char *in) {
     TRY(mf_gguf_writer_protect(w, in));
     for (uint64_t i = 0; i < q->g->n_kv; i++) {
-        /* an earlier quantization's imatrix record would no longer be true */
-        if (strncmp(q->g->kv[i].key, "quantize.imatrix.", 17) == 0) continue;
-        TRY(mf_gguf_writer_set_value(w, q->g->kv[i].key, &q->g->kv[i].value));
+        const char *k = q->g->kv[i].key;
+        /* an earlier quantization's imatrix record would no longer be true;
+         * the two keys set below go last, where llama.cpp puts them */
+        if (strncmp(k, "quantize.imatrix.", 17) == 0 || !strcmp(k, "general.file_type") ||
+            !strcmp(k, "general.quantization_version"))
+            continue;
+        TRY(mf_gguf_writer_set_value(w, k, &q->g->kv[i].value));
     }
     TRY(mf_gguf_writer_set_u32(w, "general.quantization_version", 2));
     TRY(mf_gguf_writer_set_u32(w, "general.file_type", (uint32_t)q->mx->ftype));
@@ -201,8 +207,9 @@ static mf_status setup_writer(const qfile *q, mf_gguf_writer *w, const char *in)
         TRY(mf_gguf_writer_set_i32(w, "quantize.imatrix.chunks_count", mf_imatrix_chunks(im)));
     }
     for (uint64_t i = 0; i < q->g->n_tensors; i++) {
-        const mf_gguf_tensor *t = &q->g->tensors[i];
-        TRY(mf_gguf_writer_add_tensor(w, t->name, t->n_dims, t->ne, q->plan[i].type, NULL));
+        const mf_gguf_tensor *t = &q->g->tensors[q->order[i]];
+        TRY(mf_gguf_writer_add_tensor(w, t->name, t->n_dims, t->ne, q->plan[q->order[i]].type,
+                                      NULL));
     }
     return MF_OK;
 }
@@ -232,6 +239,7 @@ static void qfile_free(qfile *q) {
     free(q->row_werr);
     free(q->failed);
     free(q->plan);
+    free(q->order);
     mf_gguf_close(q->g);
 }
 
@@ -241,9 +249,12 @@ mf_status mf_quantize_file(const char *in, const char *out, const mf_quantize_pa
     TRY(check_args(in, out, p, &q.mx));
     mf_status st = mf_gguf_open(in, &q.g);
     if (st != MF_OK) return st;
-    q.plan = calloc(q.g->n_tensors ? q.g->n_tensors : 1, sizeof *q.plan);
-    if (!q.plan) st = mf_errorf(MF_E_NOMEM, "out of memory");
-    if (st == MF_OK) st = mf_quant_plan(q.g, q.mx, p->pure, p->imatrix != NULL, q.plan);
+    size_t nt = q.g->n_tensors ? (size_t)q.g->n_tensors : 1;
+    q.plan = calloc(nt, sizeof *q.plan);
+    q.order = calloc(nt, sizeof *q.order);
+    if (!q.plan || !q.order) st = mf_errorf(MF_E_NOMEM, "out of memory");
+    if (st == MF_OK) st = mf_quant_order(q.g, q.order);
+    if (st == MF_OK) st = mf_quant_plan(q.g, q.order, q.mx, p->pure, p->imatrix != NULL, q.plan);
     if (st == MF_OK) st = check_types(&q);
     if (st == MF_OK) st = alloc_work(&q);
     if (st == MF_OK) st = mf_gguf_writer_create(&w);

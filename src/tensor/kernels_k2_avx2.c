@@ -47,16 +47,14 @@ static inline float q8k_d(const uint8_t *y) {
  * scale 2p and the high eight scale 2p+1: elements 0..15 and 16..31 of the
  * 32 that plane p covers. */
 static inline __m256i plane_scales(__m256i v, int p) {
-    const __m256i shuf = _mm256_setr_epi8(
-        (char)(4 * p), (char)(4 * p + 1), (char)(4 * p), (char)(4 * p + 1), (char)(4 * p),
-        (char)(4 * p + 1), (char)(4 * p), (char)(4 * p + 1), (char)(4 * p), (char)(4 * p + 1),
-        (char)(4 * p), (char)(4 * p + 1), (char)(4 * p), (char)(4 * p + 1), (char)(4 * p),
-        (char)(4 * p + 1), (char)(4 * p + 2), (char)(4 * p + 3), (char)(4 * p + 2),
-        (char)(4 * p + 3), (char)(4 * p + 2), (char)(4 * p + 3), (char)(4 * p + 2),
-        (char)(4 * p + 3), (char)(4 * p + 2), (char)(4 * p + 3), (char)(4 * p + 2),
-        (char)(4 * p + 3), (char)(4 * p + 2), (char)(4 * p + 3), (char)(4 * p + 2),
-        (char)(4 * p + 3));
-    return _mm256_shuffle_epi8(v, shuf);
+    static const uint8_t shuf[4][32] = {
+        {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3},
+        {4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7},
+        {8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9,
+         10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11},
+        {12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13,
+         14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15}};
+    return _mm256_shuffle_epi8(v, _mm256_loadu_si256((const __m256i *)shuf[p]));
 }
 
 /* Sixteen int16 scales -> per half, the eight of that half in both 128-bit
@@ -113,15 +111,17 @@ static void dot_q2_k(int64_t n, float *s, const void *x, const void *y) {
 
 /* ---- q3_K ---- */
 
-/* The 16 six-bit scales minus 32, as int16. */
+/* The 16 six-bit scales minus 32, as int16: word k of the result's bytes
+ * holds scales 4k..4k+3, low nibbles from bytes 0..7 (scales 8..15 in
+ * their high halves), the two high bits from bytes 8..11, bits 2k. */
 static inline __m256i q3k_scales(const uint8_t s[12]) {
-    int8_t v[16];
-    for (int j = 0; j < 16; j++) {
-        int lo = j < 8 ? (s[j] & 0xf) : (s[j - 8] >> 4);
-        int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
-        v[j] = (int8_t)((lo | (hi << 4)) - 32);
-    }
-    return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)v));
+    const uint32_t m4 = 0x0f0f0f0f, m2 = 0x03030303;
+    uint32_t a0 = mf_rd32(s), a1 = mf_rd32(s + 4), a2 = mf_rd32(s + 8);
+    __m128i v = _mm_setr_epi32((int)((a0 & m4) | ((a2 & m2) << 4)),
+                               (int)((a1 & m4) | (((a2 >> 2) & m2) << 4)),
+                               (int)(((a0 >> 4) & m4) | (((a2 >> 4) & m2) << 4)),
+                               (int)(((a1 >> 4) & m4) | (((a2 >> 6) & m2) << 4)));
+    return _mm256_cvtepi8_epi16(_mm_sub_epi8(v, _mm_set1_epi8(32)));
 }
 
 /* Eight int32 lanes of scale * q * q8 for one half super-block: lane l

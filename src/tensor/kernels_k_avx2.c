@@ -12,6 +12,11 @@
 #include <immintrin.h>
 
 #define QK_K 256
+/* The per-block helpers must be inlined into their loops (GCC otherwise
+ * calls them, spilling vectors around a vzeroupper per block), and their
+ * four-step loops unrolled so the shuffle controls are constants. */
+#define BLOCK_FN static inline __attribute__((always_inline))
+#define UNROLL4 _Pragma("GCC unroll 4")
 
 static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -67,10 +72,11 @@ static inline __m128i hsum4x8(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
 /* One q4_K super-block against one q8_K block: lane p of *isum is
  * sc[2p]*D[2p] + sc[2p+1]*D[2p+1], lane p of *imin m[2p]*S[2p] +
  * m[2p+1]*S[2p+1], both converted to float (exact integers first). */
-static inline void q4k_block(const uint8_t *a, const uint8_t *b, __m128 *isum, __m128 *imin) {
+BLOCK_FN void q4k_block(const uint8_t *a, const uint8_t *b, __m128 *isum, __m128 *imin) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
     const int8_t *q8 = (const int8_t *)(b + 4);
     __m256i sm = k4_scales_mins(a + 4), v[4];
+    UNROLL4
     for (int g = 0; g < 4; g++) {
         __m256i bits = _mm256_loadu_si256((const __m256i *)(a + 16 + 32 * g));
         __m256i lo = _mm256_and_si256(bits, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
@@ -131,7 +137,7 @@ static void dot4_q4_k(int64_t n, float s[4], const void *x, uint64_t xs, const v
 
 /* The block's eight lane sums of scale * (q5 . q8), as floats, and the
  * integer sum of m[j]*S[j] in *imin. */
-static inline __m256 q5k_block(const uint8_t *a, const uint8_t *b, int32_t *imin) {
+BLOCK_FN __m256 q5k_block(const uint8_t *a, const uint8_t *b, int32_t *imin) {
     const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
     const int8_t *q8 = (const int8_t *)(b + 4);
     __m256i sm = k4_scales_mins(a + 4);
@@ -139,6 +145,7 @@ static inline __m256 q5k_block(const uint8_t *a, const uint8_t *b, int32_t *imin
     pm = _mm_add_epi32(pm, _mm_unpackhi_epi64(pm, pm));
     *imin = _mm_cvtsi128_si32(_mm_add_epi32(pm, _mm_shuffle_epi32(pm, 1)));
     __m256i hbits = _mm256_loadu_si256((const __m256i *)(a + 16)), sum = _mm256_setzero_si256();
+    UNROLL4
     for (int g = 0; g < 4; g++) {
         __m256i bits = _mm256_loadu_si256((const __m256i *)(a + 48 + 32 * g));
         /* bit 2g of qh[l] is the fifth bit of element l of sub-block 2g */
@@ -197,7 +204,7 @@ static void dot4_q5_k(int64_t n, float s[4], const void *x, uint64_t xs, const v
 
 /* The block's eight lane sums of sc * (u . q8) - 32 * (sc . bsums) per
  * lane pair, as floats. */
-static inline __m256 q6k_block(const uint8_t *a, const uint8_t *b) {
+BLOCK_FN __m256 q6k_block(const uint8_t *a, const uint8_t *b) {
     const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
     const int8_t *q8 = (const int8_t *)(b + 4);
     __m128i sc8 = _mm_loadu_si128((const __m128i *)(a + 192));
@@ -211,6 +218,7 @@ static inline __m256 q6k_block(const uint8_t *a, const uint8_t *b) {
         q[1] = _mm256_and_si256(l1, m4);
         q[2] = _mm256_and_si256(_mm256_srli_epi16(l0, 4), m4);
         q[3] = _mm256_and_si256(_mm256_srli_epi16(l1, 4), m4);
+        UNROLL4
         for (int k = 0; k < 4; k++) {
             __m256i hk = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), m3);
             __m256i u = _mm256_or_si256(q[k], _mm256_slli_epi16(hk, 4));

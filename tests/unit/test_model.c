@@ -135,6 +135,54 @@ static void check_kv_types(void) {
     mf_model_free(m);
 }
 
+/* Several sequences in one session, their tokens interleaved in shared
+ * batches, give bit for bit the logits each gets alone. */
+static void check_multi_seq(void) {
+    char path[512];
+    test_path(path, sizeof path, "models/synth-512-f16.gguf");
+    mf_model *m;
+    if (mf_model_load(path, NULL, &m) != MF_OK) return;
+    enum { S = 3, L = 9 };
+    int32_t ids[S][L];
+    for (int q = 0; q < S; q++)
+        for (int i = 0; i < L; i++) ids[q][i] = (int32_t)((q * 97 + i * 31 + 5) % 512);
+    float *alone = malloc(sizeof(float) * S * L * 512);
+    for (int q = 0; q < S; q++) {
+        mf_session *s;
+        mf_session_params p = {.n_ctx = 32, .n_threads = 2};
+        CHECK(mf_session_create(m, &p, &s) == MF_OK, "session");
+        CHECK(mf_session_eval(s, ids[q], L, 1) == MF_OK, "eval");
+        for (int i = 0; i < L; i++) memcpy(alone + (q * L + i) * 512, mf_session_logits(s, i), 2048);
+        mf_session_free(s);
+    }
+    mf_session *s;
+    mf_session_params p = {.n_ctx = 32, .n_threads = 3, .n_seq = S};
+    CHECK(mf_session_create(m, &p, &s) == MF_OK, "multi-sequence session: %s", mf_last_error());
+    /* a prefix of sequence 0 alone, then rounds mixing all three */
+    int32_t seq0[4] = {0, 0, 0, 0};
+    CHECK(mf_session_eval_seqs(s, ids[0], seq0, 4) == MF_OK, "prefix");
+    int bad = 0;
+    for (int i = 0; i < 4; i++) bad += memcmp(mf_session_logits(s, i), alone + i * 512, 2048) != 0;
+    int next[S] = {4, 0, 0};
+    while (next[0] < L || next[1] < L || next[2] < L) {
+        int32_t bi[2 * S], bs[2 * S];
+        int n = 0, from[2 * S];
+        for (int q = 0; q < S; q++)
+            for (int k = 0; k < 1 + q % 2 && next[q] < L; k++)
+                bs[n] = q, from[n] = next[q], bi[n++] = ids[q][next[q]++];
+        CHECK(mf_session_eval_seqs(s, bi, bs, n) == MF_OK, "mixed batch: %s", mf_last_error());
+        for (int t = 0; t < n; t++)
+            bad += memcmp(mf_session_logits(s, t), alone + (bs[t] * L + from[t]) * 512, 2048) != 0;
+    }
+    CHECK(bad == 0, "%d tokens' logits differ between shared batches and lone sequences", bad);
+    CHECK(mf_session_seq_pos(s, 1) == L && mf_session_seq_pos(s, 7) == -1, "positions");
+    int32_t badseq[1] = {S};
+    CHECK(mf_session_eval_seqs(s, ids[0], badseq, 1) == MF_E_INVALID, "sequence out of range");
+    mf_session_free(s);
+    free(alone);
+    mf_model_free(m);
+}
+
 int main(void) {
     if (!test_shared()) {
         printf("skipped: ../shared not found\n");
@@ -145,5 +193,6 @@ int main(void) {
     check_model("models/quantized/synth-512-Q8_0.gguf");
     check_model("models/synth-mini-f16.gguf");
     check_kv_types();
+    check_multi_seq();
     return test_report("model");
 }
