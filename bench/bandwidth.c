@@ -3,7 +3,7 @@
  * Measures (1) the read bandwidth of this machine: a 1 GiB buffer summed with
  * AVX2 loads by 1 and 2 threads, best of several runs; (2) mf_matmul with one
  * token (decoding) on a 2048-in x 5632-out matrix of f32, f16, bf16, q8_0 and
- * the k-quants q4_K, q5_K, q6_K,
+ * the k-quants q4_K, q5_K, q6_K, the 32-blocks q4_0, q4_1, q5_0, q5_1, iq4_nl,
  * with 1 and 2 threads: "cold" cycles through copies of the matrix totalling
  * more than the last-level cache, so the weights stream from DRAM as they do
  * in a real model, "hot" repeats one matrix (it may sit in L3); (3) the same
@@ -146,7 +146,9 @@ int main(void) {
                        REPS, bw[1], bw[2], N_IN, N_OUT, PROMPT);
     static const int types[] = {MF_TYPE_F32, MF_TYPE_F16, MF_TYPE_BF16, MF_TYPE_Q8_0,
                                 MF_TYPE_Q4_K, MF_TYPE_Q5_K, MF_TYPE_Q6_K,
-                                MF_TYPE_Q2_K, MF_TYPE_Q3_K, MF_TYPE_IQ4_XS};
+                                MF_TYPE_Q2_K, MF_TYPE_Q3_K, MF_TYPE_IQ4_XS,
+                                MF_TYPE_Q4_0, MF_TYPE_Q4_1, MF_TYPE_Q5_0, MF_TYPE_Q5_1,
+                                MF_TYPE_IQ4_NL};
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         mm_bench b = {0};
         if (!mm_setup(&b, types[t])) return 1;

@@ -132,9 +132,22 @@ static void attn_task(void *ctx, int ith, int nth) {
     for (int64_t i = lo; i < hi; i++) attend_one(s, job->layer, (int)(i / nh), (int)(i % nh), &a);
 }
 
+/* y(T, w->n_out) = x(T, w->n_in) · w^T, part by part as the provider hands
+ * the matrix out. Errors (a failed read) are kept in s->fwd_error and end
+ * the pass at the next check. */
 static void matmul(mf_session *s, const mf_weight *w, const float *x, int T, float *y) {
     if (s->observe) s->observe(s->observe_user, w, x, T);
-    mf_matmul(s->pool, w->data, w->type, w->n_in, w->n_out, x, T, y, s->mm_scratch);
+    const mf_provider *pv = &s->prov;
+    int np = pv->n_parts(pv->ctx, w);
+    for (int p = 0; p < np && s->fwd_error == MF_OK; p++) {
+        mf_weight v;
+        int64_t r0;
+        s->fwd_error = pv->acquire(pv->ctx, w, p, &v, &r0);
+        if (s->fwd_error != MF_OK) return;
+        mf_matmul_ld(s->pool, v.data, v.type, v.n_in, v.n_out, x, T, y + r0, w->n_out,
+                     s->mm_scratch);
+        pv->release(pv->ctx, w, p);
+    }
 }
 
 /* Append this batch's K and V rows to the cache, converted to its type the
@@ -192,20 +205,17 @@ mf_status mf_forward(mf_session *s, const int32_t *ids, int T, bool all_logits) 
     const mf_model *m = s->m;
     const mf_hparams *hp = &m->hp;
     const mf_provider *pv = &s->prov;
+    s->fwd_error = MF_OK;
     for (int t = 0; t < T; t++) TRY(pv->embd_row(pv->ctx, ids[t], s->x + (size_t)t * hp->dim));
     rope_table(s->rope, s->tok_pos, T, hp->rope_dim, hp->rope_base);
-    const mf_layer *L;
-    for (int l = 0; l < hp->n_layers; l++) {
-        TRY(pv->acquire(pv->ctx, l, &L));
-        attention_block(s, L, l, T);
-        ffn_block(s, L, T);
-        pv->release(pv->ctx, l);
+    for (int l = 0; l < hp->n_layers && s->fwd_error == MF_OK; l++) {
+        attention_block(s, &m->layers[l], l, T);
+        if (s->fwd_error == MF_OK) ffn_block(s, &m->layers[l], T);
     }
+    if (s->fwd_error != MF_OK) return s->fwd_error;
     int first = all_logits ? 0 : T - 1, rows = T - first;
     const float *xl = s->x + (size_t)first * hp->dim;
     rmsnorm(s->xb, xl, m->out_norm, rows, hp->dim, hp->norm_eps);
-    TRY(pv->acquire(pv->ctx, hp->n_layers, &L));
-    matmul(s, &L->wq, s->xb, rows, s->logits);
-    pv->release(pv->ctx, hp->n_layers);
-    return MF_OK;
+    matmul(s, &m->output, s->xb, rows, s->logits);
+    return s->fwd_error;
 }

@@ -79,7 +79,7 @@ static mf_status find(const mf_gguf *g, const char *name, int64_t n_in, int64_t 
 }
 
 static mf_status bind_weight(const mf_gguf *g, const char *name, int64_t n_in, int64_t n_out,
-                             mf_weight *w) {
+                             int id, mf_weight *w) {
     const mf_gguf_tensor *t;
     TRY(find(g, name, n_in, n_out, &t));
     if (!mf_type_can_matmul(t->type))
@@ -90,6 +90,7 @@ static mf_status bind_weight(const mf_gguf *g, const char *name, int64_t n_in, i
     w->n_in = n_in;
     w->n_out = n_out;
     w->name = t->name;
+    w->id = id;
     return MF_OK;
 }
 
@@ -133,13 +134,14 @@ static mf_status bind_layer(mf_model *m, int fd, int l, float *norms) {
     TRY(bind_norm(m, fd, NAME("ffn_norm"), hp->dim, norms + hp->dim));
     L->attn_norm = norms;
     L->ffn_norm = norms + hp->dim;
-    TRY(bind_weight(g, NAME("attn_q"), hp->dim, q_out, &L->wq));
-    TRY(bind_weight(g, NAME("attn_k"), hp->dim, kv_out, &L->wk));
-    TRY(bind_weight(g, NAME("attn_v"), hp->dim, kv_out, &L->wv));
-    TRY(bind_weight(g, NAME("attn_output"), q_out, hp->dim, &L->wo));
-    TRY(bind_weight(g, NAME("ffn_gate"), hp->dim, hp->n_ff, &L->w_gate));
-    TRY(bind_weight(g, NAME("ffn_up"), hp->dim, hp->n_ff, &L->w_up));
-    TRY(bind_weight(g, NAME("ffn_down"), hp->n_ff, hp->dim, &L->w_down));
+    int id = l * MF_LAYER_MATS;
+    TRY(bind_weight(g, NAME("attn_q"), hp->dim, q_out, id, &L->wq));
+    TRY(bind_weight(g, NAME("attn_k"), hp->dim, kv_out, id + 1, &L->wk));
+    TRY(bind_weight(g, NAME("attn_v"), hp->dim, kv_out, id + 2, &L->wv));
+    TRY(bind_weight(g, NAME("attn_output"), q_out, hp->dim, id + 3, &L->wo));
+    TRY(bind_weight(g, NAME("ffn_gate"), hp->dim, hp->n_ff, id + 4, &L->w_gate));
+    TRY(bind_weight(g, NAME("ffn_up"), hp->dim, hp->n_ff, id + 5, &L->w_up));
+    TRY(bind_weight(g, NAME("ffn_down"), hp->n_ff, hp->dim, id + 6, &L->w_down));
 #undef NAME
     return MF_OK;
 }
@@ -164,15 +166,18 @@ static mf_status bind_all(mf_model *m, int fd) {
     m->norms = calloc(n_norm, sizeof(float));
     m->layers = calloc((size_t)hp->n_layers, sizeof(mf_layer));
     if (!m->norms || !m->layers) return mf_errorf(MF_E_NOMEM, "out of memory binding tensors");
-    TRY(bind_weight(m->file, "token_embd.weight", hp->dim, hp->n_vocab, &m->tok_embd));
+    TRY(bind_weight(m->file, "token_embd.weight", hp->dim, hp->n_vocab, -1, &m->tok_embd));
     for (int l = 0; l < hp->n_layers; l++)
         TRY(bind_layer(m, fd, l, m->norms + (size_t)2 * l * hp->dim));
     float *on = m->norms + (size_t)2 * hp->n_layers * hp->dim;
     TRY(bind_norm(m, fd, "output_norm.weight", hp->dim, on));
     m->out_norm = on;
     m->tied = mf_gguf_find_tensor(m->file, "output.weight") == NULL;
-    if (m->tied) m->output = m->tok_embd;
-    else TRY(bind_weight(m->file, "output.weight", hp->dim, hp->n_vocab, &m->output));
+    int out_id = hp->n_layers * MF_LAYER_MATS;
+    if (m->tied) {
+        m->output = m->tok_embd;
+        m->output.id = out_id;
+    } else TRY(bind_weight(m->file, "output.weight", hp->dim, hp->n_vocab, out_id, &m->output));
     return MF_OK;
 }
 

@@ -17,7 +17,10 @@ typedef struct mf_weight {
     int64_t n_in;      /* row length (ne[0]) */
     int64_t n_out;     /* rows (ne[1]) */
     const char *name;  /* borrowed from the gguf */
+    int id;            /* matrix number in forward order: layer*7 + k, output n_layers*7 */
 } mf_weight;
+
+#define MF_LAYER_MATS 7  /* wq wk wv wo w_gate w_up w_down */
 
 typedef struct mf_layer {
     const float *attn_norm;  /* (dim) f32, owned by the model */

@@ -1,9 +1,11 @@
 /* provider.h — how the forward pass gets its weights (internal).
  *
- * The forward pass asks for a layer's matrices before using them and gives
- * them back after; it does not know whether they live in the file mapping
- * or were streamed into a buffer. src/model supplies the mapped provider;
- * src/plan supplies the budgeted one (resident + streamed with prefetch). */
+ * The forward pass asks for each matrix right before multiplying by it and
+ * gives it back after; it does not know whether the bytes live in the file
+ * mapping, in a resident copy or in a stream buffer. A provider may split a
+ * matrix into row ranges (parts) so that no buffer has to hold a whole big
+ * matrix; the product is then computed part by part into the right columns.
+ * src/model supplies the mapped provider; src/plan the budgeted one. */
 #ifndef MF_PROVIDER_H
 #define MF_PROVIDER_H
 
@@ -11,10 +13,11 @@
 
 typedef struct mf_provider {
     void *ctx;
-    /* Layer l's weights (l < n_layers), or with l == n_layers the output
-     * matrix in ->wq (the other fields unused). Valid until release(l). */
-    mf_status (*acquire)(void *ctx, int l, const mf_layer **out);
-    void (*release)(void *ctx, int l);
+    int (*n_parts)(void *ctx, const mf_weight *w);
+    /* Part p of w: *view is w restricted to rows [*row0, *row0 + view->n_out),
+     * its data valid until release(w, p). */
+    mf_status (*acquire)(void *ctx, const mf_weight *w, int p, mf_weight *view, int64_t *row0);
+    void (*release)(void *ctx, const mf_weight *w, int p);
     /* Row `id` of token_embd as f32 (dim values). */
     mf_status (*embd_row)(void *ctx, int32_t id, float *dst);
     void (*destroy)(void *ctx);

@@ -46,6 +46,7 @@ struct mf_session {
     void *mm_scratch;         /* activations converted for the matmul */
     int n_last;               /* tokens in the last eval */
     int logits_rows;          /* rows of logits kept: n_last or 1 */
+    mf_status fwd_error;      /* first failure inside the current forward pass */
     void *plan;               /* the budget plan (src/plan), NULL without a budget */
     void (*plan_free)(void *plan);
     mf_observe_fn observe;    /* NULL: none */

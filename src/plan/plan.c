@@ -13,21 +13,58 @@
 /* A resident unit is one ledger block: the bytes plus the block header. */
 static uint64_t resident_cost(uint64_t b) { return b + 64; }
 
-/* File range of a unit: the span of its matrices in the file. */
-static void unit_range(const mf_model *m, int u, uint64_t *off, uint64_t *len) {
-    const mf_layer *L = &m->layers[u < m->hp.n_layers ? u : 0];
-    const mf_weight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-    int n = 7;
-    if (u == m->hp.n_layers) ws[0] = &m->output, n = 1;
-    uint64_t lo = UINT64_MAX, hi = 0;
-    for (int i = 0; i < n; i++) {
-        uint64_t row, o = (uint64_t)((const uint8_t *)ws[i]->data - m->file->base);
-        mf_type_row_bytes(ws[i]->type, (uint64_t)ws[i]->n_in, &row);
-        if (o < lo) lo = o;
-        if (o + row * (uint64_t)ws[i]->n_out > hi) hi = o + row * (uint64_t)ws[i]->n_out;
+static const mf_weight *weight_of(const mf_model *m, int id) {
+    if (id == m->hp.n_layers * MF_LAYER_MATS) return &m->output;
+    const mf_layer *L = &m->layers[id / MF_LAYER_MATS];
+    const mf_weight *ws[MF_LAYER_MATS] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up,
+                                          &L->w_down};
+    return ws[id % MF_LAYER_MATS];
+}
+
+static mf_status alloc_units(mf_plan *pl, int n) {
+    free(pl->unit_off), free(pl->unit_len), free(pl->unit_wid), free(pl->unit_row0);
+    free(pl->unit_rows), free(pl->resident_unit);
+    pl->unit_off = calloc((size_t)n, sizeof(uint64_t));
+    pl->unit_len = calloc((size_t)n, sizeof(uint64_t));
+    pl->unit_wid = calloc((size_t)n, sizeof(int));
+    pl->unit_row0 = calloc((size_t)n, sizeof(int64_t));
+    pl->unit_rows = calloc((size_t)n, sizeof(int64_t));
+    pl->resident_unit = calloc((size_t)n, sizeof(bool));
+    if (!pl->unit_off || !pl->unit_len || !pl->unit_wid || !pl->unit_row0 || !pl->unit_rows ||
+        !pl->resident_unit)
+        return mf_errorf(MF_E_NOMEM, "out of memory");
+    return MF_OK;
+}
+
+/* Split every matrix into row ranges of at most cap bytes (at least a row). */
+static mf_status build_units(mf_plan *pl, const mf_model *m, uint64_t cap) {
+    int n = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) TRY(alloc_units(pl, n));
+        n = 0;
+        pl->weight_bytes = 0;
+        for (int id = 0; id < pl->n_weights; id++) {
+            const mf_weight *w = weight_of(m, id);
+            uint64_t row;
+            mf_type_row_bytes(w->type, (uint64_t)w->n_in, &row);
+            int64_t per = cap / row ? (int64_t)(cap / row) : 1;
+            uint64_t off = (uint64_t)((const uint8_t *)w->data - m->file->base);
+            pl->w_first[id] = n;
+            for (int64_t r = 0; r < w->n_out; r += per, n++) {
+                int64_t rows = w->n_out - r < per ? w->n_out - r : per;
+                if (pass == 1) {
+                    pl->unit_off[n] = off + (uint64_t)r * row;
+                    pl->unit_len[n] = (uint64_t)rows * row;
+                    pl->unit_wid[n] = id, pl->unit_row0[n] = r, pl->unit_rows[n] = rows;
+                }
+                pl->weight_bytes += (uint64_t)rows * row;
+            }
+            pl->w_parts[id] = n - pl->w_first[id];
+        }
     }
-    *off = lo;
-    *len = hi - lo;
+    pl->n_units = n;
+    pl->part_cap = cap;
+    return MF_OK;
 }
 
 /* Residency, largest units first, while the rest still fits with n_buf
@@ -75,19 +112,17 @@ static void predict(mf_plan *pl, const mf_model *m) {
     double n_seq = pl->eff.n_seq > 0 ? pl->eff.n_seq : 1;
     pl->pred_decode = n_seq / (stream_s > mem_s ? stream_s : mem_s);
     double flops = 0;
-    for (int u = 0; u < m->hp.n_layers; u++) {
-        const mf_layer *L = &m->layers[u];
-        const mf_weight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
-        for (int i = 0; i < 7; i++) flops += 2.0 * (double)ws[i]->n_in * (double)ws[i]->n_out;
+    for (int id = 0; id < pl->n_weights; id++) {
+        const mf_weight *w = weight_of(m, id);
+        flops += 2.0 * (double)w->n_in * (double)w->n_out;
     }
-    flops += 2.0 * (double)m->output.n_in * (double)m->output.n_out;
     double B = pl->eff.n_batch, compute_s = B * flops / (pl->gflops * 1e9) + mem_s;
     pl->pred_prefill = B / (stream_s > compute_s ? stream_s : compute_s);
 }
 
 static mf_status no_fit(const mf_plan *pl, uint64_t fixed, uint64_t max_unit) {
     uint64_t need = fixed + (uint64_t)pl->n_buf * mf_stream_buffer_bytes(max_unit);
-    const char *what = "the stream buffers (two copies of the largest layer)";
+    const char *what = "the stream buffers";
     uint64_t part = (uint64_t)pl->n_buf * mf_stream_buffer_bytes(max_unit);
     if (pl->kv > part) what = "the KV cache (lower -c or use --kv-type f16/q8_0)", part = pl->kv;
     if (pl->base > part) what = "the process itself (code, model metadata, tokenizer)", part = pl->base;
@@ -109,34 +144,48 @@ static mf_status fit_batch(mf_plan *pl, mf_model *m, const mf_session_params *p,
     }
 }
 
+static uint64_t largest_unit(const mf_plan *pl) {
+    uint64_t mx = 0;
+    for (int u = 0; u < pl->n_units; u++) mx = pl->unit_len[u] > mx ? pl->unit_len[u] : mx;
+    return mx;
+}
+
+/* Units as big as possible (fewer, larger reads) while the stream buffers
+ * stay under a quarter of the budget; smaller units when they must. */
+static mf_status plan_units(mf_plan *pl, mf_model *m, const mf_session_params *p,
+                            uint64_t *fixed) {
+    for (uint64_t cap = 64ull << 20;; cap /= 2) {
+        TRY(build_units(pl, m, cap));
+        uint64_t mu = largest_unit(pl), bufs = (uint64_t)pl->n_buf * mf_stream_buffer_bytes(mu);
+        TRY(fit_batch(pl, m, p, mu, fixed));
+        bool last = cap <= (256u << 10);
+        if (last || (*fixed + bufs <= pl->budget && bufs <= pl->budget / 4)) {
+            if (*fixed > pl->budget || !choose_resident(pl, pl->budget - *fixed)) {
+                if (last) return no_fit(pl, *fixed, mu);
+                continue;
+            }
+            return MF_OK;
+        }
+    }
+}
+
 mf_status mf_plan_make(mf_model *m, const mf_session_params *p, mf_plan *pl) {
     memset(pl, 0, sizeof *pl);
     pl->budget = p->mem_budget;
-    pl->n_units = m->hp.n_layers + 1;
-    pl->n_buf = 2;
-    pl->unit_off = calloc((size_t)pl->n_units, sizeof(uint64_t));
-    pl->unit_len = calloc((size_t)pl->n_units, sizeof(uint64_t));
-    pl->resident_unit = calloc((size_t)pl->n_units, sizeof(bool));
-    if (!pl->unit_off || !pl->unit_len || !pl->resident_unit)
-        return mf_errorf(MF_E_NOMEM, "out of memory");
-    uint64_t max_unit = 0;
-    for (int u = 0; u < pl->n_units; u++) {
-        unit_range(m, u, &pl->unit_off[u], &pl->unit_len[u]);
-        pl->weight_bytes += pl->unit_len[u];
-        if (pl->unit_len[u] > max_unit) max_unit = pl->unit_len[u];
-    }
+    pl->n_weights = m->hp.n_layers * MF_LAYER_MATS + 1;
+    pl->n_buf = 4;
+    pl->w_first = calloc((size_t)pl->n_weights, sizeof(int));
+    pl->w_parts = calloc((size_t)pl->n_weights, sizeof(int));
+    if (!pl->w_first || !pl->w_parts) return mf_errorf(MF_E_NOMEM, "out of memory");
     pl->base = mf_current_rss();
     int nth = p->n_threads ? p->n_threads : mf_n_cores();
     pl->slack = (uint64_t)(1 << 20) + (uint64_t)(nth + 1) * (128u << 10);
-    uint64_t fixed;
-    TRY(fit_batch(pl, m, p, max_unit, &fixed));
-    uint64_t head = 0;
+    uint64_t head = 0, fixed;
     mf_type_row_bytes(mf_type_from_name(p->kv_type ? p->kv_type : "f32"),
                       (uint64_t)m->hp.head_dim, &head);
-    pl->kv = 2 * (uint64_t)m->hp.n_layers * (uint64_t)pl->eff.n_ctx * head *
-             (uint64_t)m->hp.n_kv_heads * (uint64_t)(p->n_seq > 0 ? p->n_seq : 1);
-    if (fixed > pl->budget || !choose_resident(pl, pl->budget - fixed))
-        return no_fit(pl, fixed, max_unit);
+    pl->kv = 2 * (uint64_t)m->hp.n_layers * (uint64_t)(p->n_ctx ? p->n_ctx : m->hp.n_ctx_train) *
+             head * (uint64_t)m->hp.n_kv_heads * (uint64_t)(p->n_seq > 0 ? p->n_seq : 1);
+    TRY(plan_units(pl, m, p, &fixed));
     pl->peak = fixed + pl->resident + pl->stream_bufs;
     predict(pl, m);
     return MF_OK;
@@ -145,6 +194,11 @@ mf_status mf_plan_make(mf_model *m, const mf_session_params *p, mf_plan *pl) {
 void mf_plan_clear(mf_plan *pl) {
     free(pl->unit_off);
     free(pl->unit_len);
+    free(pl->unit_wid);
+    free(pl->unit_row0);
+    free(pl->unit_rows);
+    free(pl->w_first);
+    free(pl->w_parts);
     free(pl->resident_unit);
     memset(pl, 0, sizeof *pl);
 }

@@ -4,8 +4,9 @@
  * will hold: the process as it is now (code, libraries, model metadata,
  * tokenizer: measured as VmRSS), the session's own buffers (KV cache,
  * activations, scratch, logits: sized exactly by mf_session_measure), the
- * resident weights, and the stream buffers for the rest. Units of weights are
- * a layer's matrices (one contiguous file range) and the output matrix. */
+ * resident weights, and the stream buffers for the rest. A unit is a row
+ * range of one matrix (a contiguous file range of at most part_cap bytes),
+ * in the order the forward pass uses them; units are resident or streamed. */
 #ifndef MF_PLAN_H
 #define MF_PLAN_H
 
@@ -22,8 +23,12 @@ typedef struct mf_plan {
     uint64_t stream_bufs;      /* n_buf buffers */
     uint64_t slack;            /* thread stacks, malloc arenas, small allocations */
     uint64_t peak;             /* predicted: the sum of the above */
-    int n_units;               /* n_layers + 1 (the output matrix) */
+    int n_units, n_weights;    /* n_weights = n_layers * 7 + 1 (the output) */
+    uint64_t part_cap;         /* most bytes in a unit */
     uint64_t *unit_off, *unit_len;
+    int *unit_wid;             /* the matrix (mf_weight.id) a unit belongs to */
+    int64_t *unit_row0, *unit_rows;
+    int *w_first, *w_parts;    /* per matrix: its first unit and how many */
     bool *resident_unit;
     int n_streamed, n_buf;
     uint64_t streamed_bytes;   /* read from disk per pass over the layers */

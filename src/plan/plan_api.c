@@ -54,13 +54,23 @@ static void put(text *t, const char *fmt, ...) {
     if (n > 0) t->len = t->len + (size_t)n < t->cap ? t->len + (size_t)n : t->cap;
 }
 
-static void put_units(text *t, const mf_plan *pl) {
-    for (int u = 0; u < pl->n_units; u++) {
+/* Per layer (and the output): how much is resident and how much streams. */
+static void put_layers(text *t, const mf_plan *pl) {
+    int n_layers = (pl->n_weights - 1) / MF_LAYER_MATS;
+    for (int l = 0; l <= n_layers; l++) {
+        uint64_t res = 0, str = 0;
+        int parts = 0;
+        int w0 = l * MF_LAYER_MATS, w1 = l < n_layers ? w0 + MF_LAYER_MATS : w0 + 1;
+        for (int u = pl->w_first[w0]; u < pl->w_first[w1 - 1] + pl->w_parts[w1 - 1]; u++) {
+            if (pl->resident_unit[u]) res += pl->unit_len[u];
+            else str += pl->unit_len[u];
+            parts++;
+        }
         char name[32];
-        if (u + 1 == pl->n_units) snprintf(name, sizeof name, "output");
-        else snprintf(name, sizeof name, "layer %d", u);
-        put(t, "  %-10s %-9s %9.1f MiB\n", name, pl->resident_unit[u] ? "resident" : "streamed",
-            pl->unit_len[u] / MIB);
+        if (l == n_layers) snprintf(name, sizeof name, "output");
+        else snprintf(name, sizeof name, "layer %d", l);
+        put(t, "  %-10s %-9s resident %8.1f MiB, streamed %8.1f MiB (%d units)\n", name,
+            !str ? "resident" : !res ? "streamed" : "mixed", res / MIB, str / MIB, parts);
     }
 }
 
@@ -83,10 +93,11 @@ mf_status mf_plan_report(mf_model *m, const mf_session_params *p, char *buf, siz
     put(&t, "  %-44s %9.1f MiB\n", "activations, scratch, logits", (pl.session - pl.kv) / MIB);
     put(&t, "  resident weights (%2d of %2d units)%*s %9.1f MiB\n", pl.n_units - pl.n_streamed,
         pl.n_units, 10, "", pl.resident / MIB);
-    put(&t, "  stream buffers (%d)%*s %9.1f MiB\n", pl.n_buf, 24, "", pl.stream_bufs / MIB);
+    put(&t, "  stream buffers (%d, units up to %4.1f MiB)%*s %9.1f MiB\n", pl.n_buf,
+        pl.part_cap / MIB, 2, "", pl.stream_bufs / MIB);
     put(&t, "  %-44s %9.1f MiB\n", "slack (thread stacks, small allocations)", pl.slack / MIB);
     put(&t, "  %-44s %9.1f MiB\n\n", "predicted peak (VmHWM)", pl.peak / MIB);
-    put_units(&t, &pl);
+    put_layers(&t, &pl);
     put(&t, "\npredicted: decode %.2f tok/s (%.1f MiB streamed per token at %.2f GB/s; all "
         "weights %.1f MiB at %.1f GB/s), prefill %.1f tok/s\n", pl.pred_decode,
         pl.streamed_bytes / MIB, pl.disk_gbs, pl.weight_bytes / MIB, pl.mem_gbs, pl.pred_prefill);

@@ -1,8 +1,9 @@
-/* provider_stream.c — the weight provider of a budgeted session: resident
- * units are read once into ledger memory, streamed units come through
- * mf_stream, and embedding rows are read with pread. Nothing is used through
- * the file mapping: touching it faults in whole large folios around what is
- * touched, memory the plan could not predict. */
+/* provider_stream.c — the weight provider of a budgeted session. Matrices
+ * are handed out in the plan's units (row ranges): resident units were read
+ * once into ledger memory, streamed ones come through mf_stream, and
+ * embedding rows are read with pread. Nothing is used through the file
+ * mapping: touching it faults in whole large folios around what is touched,
+ * memory the plan could not predict. */
 #include "plan/plan.h"
 
 #include "tensor/tensor.h"
@@ -15,15 +16,11 @@
 
 typedef struct {
     mf_model *m;
-    const bool *resident;     /* borrowed from the plan */
-    const uint64_t *unit_off; /* borrowed from the plan */
+    const mf_plan *pl;        /* borrowed: owned by the session */
     int *stream_idx;          /* unit -> index in the stream, -1 if resident */
     mf_stream *st;
-    mf_layer *views;          /* (n_units) weights pointing into stream buffers */
-    mf_layer out_view;        /* the output matrix as a layer's wq */
     uint8_t **res;            /* (n_units) resident copies, NULL if streamed */
     mf_ledger *ledger;
-    int n_units;
     int fd;
     uint8_t *row;             /* one embedding row in its file type */
     uint64_t row_bytes;
@@ -42,27 +39,28 @@ static mf_status read_at(int fd, uint8_t *dst, uint64_t off, uint64_t len) {
     return MF_OK;
 }
 
-static void repoint(const planned_ctx *c, mf_weight *w, const uint8_t *data, uint64_t unit_off) {
-    uint64_t o = (uint64_t)((const uint8_t *)w->data - c->m->file->base);
-    w->data = data + (o - unit_off);
+static int planned_n_parts(void *vctx, const mf_weight *w) {
+    const planned_ctx *c = vctx;
+    return c->pl->w_parts[w->id];
 }
 
-static mf_status planned_acquire(void *vctx, int l, const mf_layer **out) {
+static mf_status planned_acquire(void *vctx, const mf_weight *w, int p, mf_weight *view,
+                                 int64_t *row0) {
     planned_ctx *c = vctx;
-    bool is_out = l == c->m->hp.n_layers;
-    const uint8_t *data = c->res[l];
-    if (c->stream_idx[l] >= 0) TRY(mf_stream_acquire(c->st, c->stream_idx[l], &data));
-    mf_layer *v = &c->views[l];
-    *v = is_out ? c->out_view : c->m->layers[l];
-    mf_weight *ws[7] = {&v->wq, &v->wk, &v->wv, &v->wo, &v->w_gate, &v->w_up, &v->w_down};
-    for (int i = 0; i < (is_out ? 1 : 7); i++) repoint(c, ws[i], data, c->unit_off[l]);
-    *out = v;
+    int u = c->pl->w_first[w->id] + p;
+    const uint8_t *data = c->res[u];
+    if (c->stream_idx[u] >= 0) TRY(mf_stream_acquire(c->st, c->stream_idx[u], &data));
+    *view = *w;
+    view->data = data;
+    view->n_out = c->pl->unit_rows[u];
+    *row0 = c->pl->unit_row0[u];
     return MF_OK;
 }
 
-static void planned_release(void *vctx, int l) {
+static void planned_release(void *vctx, const mf_weight *w, int p) {
     planned_ctx *c = vctx;
-    if (c->stream_idx[l] >= 0) mf_stream_release(c->st, c->stream_idx[l]);
+    int u = c->pl->w_first[w->id] + p;
+    if (c->stream_idx[u] >= 0) mf_stream_release(c->st, c->stream_idx[u]);
 }
 
 static mf_status planned_embd_row(void *vctx, int32_t id, float *dst) {
@@ -79,20 +77,17 @@ static void planned_destroy(void *vctx) {
     planned_ctx *c = vctx;
     if (!c) return;
     mf_stream_close(c->st);
-    for (int u = 0; c->res && u < c->n_units; u++) mf_free(c->ledger, c->res[u]);
+    for (int u = 0; c->res && u < c->pl->n_units; u++) mf_free(c->ledger, c->res[u]);
     free(c->res);
     if (c->fd >= 0) close(c->fd);
     free(c->stream_idx);
-    free(c->views);
     free(c->row);
     free(c);
 }
 
 /* Resident units: one ledger allocation each, filled now. */
-static mf_status load_resident(planned_ctx *c, const mf_plan *pl) {
-    if (pl->n_units <= 0) return mf_errorf(MF_E_INVALID, "plan without units");
-    c->res = calloc((size_t)pl->n_units, sizeof *c->res);
-    if (!c->res) return mf_errorf(MF_E_NOMEM, "out of memory");
+static mf_status load_resident(planned_ctx *c) {
+    const mf_plan *pl = c->pl;
     for (int u = 0; u < pl->n_units; u++) {
         if (!pl->resident_unit[u]) continue;
         TRY(mf_alloc_p(c->ledger, pl->unit_len[u], MF_TAG_WEIGHTS, (void **)&c->res[u]));
@@ -101,26 +96,28 @@ static mf_status load_resident(planned_ctx *c, const mf_plan *pl) {
     return MF_OK;
 }
 
-static mf_status planned_setup(planned_ctx *c, const mf_plan *pl, mf_ledger *ledger) {
+static mf_status planned_setup(planned_ctx *c) {
+    const mf_plan *pl = c->pl;
     mf_model *m = c->m;
+    if (pl->n_units <= 0) return mf_errorf(MF_E_INVALID, "plan without units");
     c->fd = open(m->path, O_RDONLY);
     if (c->fd < 0) return mf_errorf(MF_E_IO, "cannot open '%s': %s", m->path, strerror(errno));
     mf_type_row_bytes(m->tok_embd.type, (uint64_t)m->tok_embd.n_in, &c->row_bytes);
+    size_t nu = (size_t)pl->n_units;
     c->row = malloc((size_t)c->row_bytes);
-    c->stream_idx = malloc(sizeof(int) * (size_t)pl->n_units);
-    c->views = calloc((size_t)pl->n_units, sizeof(mf_layer));
-    uint64_t *off = malloc(sizeof(uint64_t) * (size_t)pl->n_units);
-    uint64_t *len = malloc(sizeof(uint64_t) * (size_t)pl->n_units);
+    c->stream_idx = malloc(sizeof(int) * nu);
+    c->res = calloc(nu, sizeof *c->res);
+    uint64_t *off = malloc(sizeof(uint64_t) * nu), *len = malloc(sizeof(uint64_t) * nu);
     mf_status st = MF_OK;
-    if (!c->row || !c->stream_idx || !c->views || !off || !len)
+    if (!c->row || !c->stream_idx || !c->res || !off || !len)
         st = mf_errorf(MF_E_NOMEM, "out of memory");
     int n = 0;
     for (int u = 0; st == MF_OK && u < pl->n_units; u++) {
         c->stream_idx[u] = pl->resident_unit[u] ? -1 : n;
         if (!pl->resident_unit[u]) off[n] = pl->unit_off[u], len[n++] = pl->unit_len[u];
     }
-    if (st == MF_OK && n) st = mf_stream_open(m->path, n, off, len, pl->n_buf, ledger, &c->st);
-    if (st == MF_OK) st = load_resident(c, pl);
+    if (st == MF_OK && n) st = mf_stream_open(m->path, n, off, len, pl->n_buf, c->ledger, &c->st);
+    if (st == MF_OK) st = load_resident(c);
     free(off);
     free(len);
     return st;
@@ -131,18 +128,16 @@ mf_status mf_provider_planned(mf_model *m, const mf_plan *pl, mf_ledger *ledger,
     planned_ctx *c = calloc(1, sizeof *c);
     if (!c) return mf_errorf(MF_E_NOMEM, "out of memory");
     c->m = m;
+    c->pl = pl;
     c->fd = -1;
     c->ledger = ledger;
-    c->n_units = pl->n_units;
-    c->resident = pl->resident_unit;
-    c->unit_off = pl->unit_off;
-    c->out_view.wq = m->output;
-    mf_status st = planned_setup(c, pl, ledger);
+    mf_status st = planned_setup(c);
     if (st != MF_OK) {
         planned_destroy(c);
         return st;
     }
-    *out = (mf_provider){c, planned_acquire, planned_release, planned_embd_row, planned_destroy};
+    *out = (mf_provider){c, planned_n_parts, planned_acquire, planned_release, planned_embd_row,
+                         planned_destroy};
     return MF_OK;
 }
 

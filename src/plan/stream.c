@@ -7,7 +7,9 @@
  * buffer is never replaced by something needed later than what it holds.
  * Reads use O_DIRECT where the file system allows it (no page-cache copy:
  * the bytes land once, in our buffer); otherwise plain pread followed by
- * POSIX_FADV_DONTNEED so the page cache does not balloon. */
+ * POSIX_FADV_DONTNEED so the page cache does not balloon. MF_STREAM_IO=cached
+ * reads through the page cache and keeps it (warm-cache benchmarks: the
+ * cache is the kernel's, not counted in the process's resident set). */
 #include "plan/stream.h"
 
 #include <errno.h>
@@ -32,7 +34,7 @@ typedef struct {
 
 struct mf_stream {
     int fd, n_units, n_buf;
-    bool direct;
+    bool direct, keep_cache;
     uint64_t *off, *len, file_size;
     stream_buf *bufs;
     mf_ledger *ledger;
@@ -99,7 +101,8 @@ static mf_status read_range(mf_stream *st, uint8_t *dst, uint64_t off, uint64_t 
         if (n == 0) break; /* end of file: the aligned tail past it is padding */
         done += (uint64_t)n;
     }
-    if (!st->direct) posix_fadvise(st->fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
+    if (!st->direct && !st->keep_cache)
+        posix_fadvise(st->fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
     st->stats.bytes_read += done;
     return MF_OK;
 }
@@ -136,7 +139,9 @@ static void *reader(void *arg) {
 }
 
 static mf_status open_file(mf_stream *st, const char *path) {
-    st->fd = open(path, O_RDONLY | O_DIRECT);
+    const char *io = getenv("MF_STREAM_IO");
+    st->keep_cache = io && !strcmp(io, "cached");
+    st->fd = st->keep_cache ? -1 : open(path, O_RDONLY | O_DIRECT);
     st->direct = st->fd >= 0;
     if (st->fd < 0) st->fd = open(path, O_RDONLY);
     if (st->fd < 0) return mf_errorf(MF_E_IO, "cannot open '%s': %s", path, strerror(errno));

@@ -4,10 +4,11 @@
  *
  * These are the spec the AVX2 kernels (kernels_k_avx2.c) are tested against.
  * q8_K follows ggml's quantize_row_q8_K_ref, which llama.cpp's x86 backend
- * also uses for activations. The dots sum in the order of llama.cpp's x86
- * AVX2 kernels (ggml_vec_dot_qN_K_q8_K): per super-block exact integer sums
- * combined with the 6/8-bit scales, then float FMAs into 8 lanes; the lane
- * layout of each type is written above its dot. Without an importance
+ * also uses for activations. The dots sum in the order of the llama.cpp
+ * x86 kernels that made ../shared/reference: exact integer sums combined
+ * with the 6/8-bit scales, then float FMAs (q4_K: its repacked GEMM, one
+ * scalar FMA per pair of sub-blocks; q5_K, q6_K: its AVX2 vec_dot, 8 lanes
+ * per super-block); each order is written above its dot. Without an importance
  * matrix the quantizers reproduce ggml's quantize_row_qN_K_ref; with one
  * they run memfit's own weighted search (docs/kernels.md). */
 #include "tensor/kernels.h"

@@ -33,8 +33,8 @@ typedef struct mm_job {
     const uint8_t *act;        /* borrowed: (n_tok, act_row) bytes of vec_dot_type */
     uint8_t *scratch;          /* borrowed: where act is written when converting */
     uint64_t act_row;
-    float *y;                  /* borrowed: (n_tok, n_out) */
-    int64_t n_in, n_out, n_tok, tile;
+    float *y;                  /* borrowed: (n_tok, ldy), n_out used per row */
+    int64_t n_in, n_out, n_tok, tile, ldy;
 } mm_job;
 
 static void convert_rows(const mm_job *j, int64_t t0, int64_t t1) {
@@ -58,13 +58,13 @@ static void dot_rows(const mm_job *j, int64_t r0, int64_t r1, int64_t t0, int64_
         for (int64_t t = t0; t < t1; t++) {
             float s[4];
             j->dot4(j->n_in, s, wr, j->w_row, j->act + (uint64_t)t * j->act_row);
-            for (int k = 0; k < 4; k++) j->y[t * j->n_out + r + k] = s[k];
+            for (int k = 0; k < 4; k++) j->y[t * j->ldy + r + k] = s[k];
         }
     }
     for (; r < r1; r++) {
         const uint8_t *wr = j->w + (uint64_t)r * j->w_row;
         for (int64_t t = t0; t < t1; t++)
-            j->dot(j->n_in, j->y + t * j->n_out + r, wr, j->act + (uint64_t)t * j->act_row);
+            j->dot(j->n_in, j->y + t * j->ldy + r, wr, j->act + (uint64_t)t * j->act_row);
     }
 }
 
@@ -103,6 +103,11 @@ static int64_t tile_tokens(uint64_t act_row, int64_t n_tok) {
 
 void mf_matmul(mf_pool *pool, const void *w, int wtype, int64_t n_in, int64_t n_out,
                const float *x, int64_t n_tok, float *y, void *scratch) {
+    mf_matmul_ld(pool, w, wtype, n_in, n_out, x, n_tok, y, n_out, scratch);
+}
+
+void mf_matmul_ld(mf_pool *pool, const void *w, int wtype, int64_t n_in, int64_t n_out,
+                  const float *x, int64_t n_tok, float *y, int64_t ldy, void *scratch) {
     int vtype;
     mm_job j = {0};
     if (n_out <= 0 || n_tok <= 0) return;
@@ -111,7 +116,8 @@ void mf_matmul(mf_pool *pool, const void *w, int wtype, int64_t n_in, int64_t n_
         (vtype != MF_TYPE_F32 && !scratch)) {
         /* a caller bug (checked types are the caller's job): poison the
          * output rather than crash or leave stale numbers */
-        for (int64_t i = 0; i < n_tok * n_out; i++) y[i] = NAN;
+        for (int64_t t = 0; t < n_tok; t++)
+            for (int64_t i = 0; i < n_out; i++) y[t * ldy + i] = NAN;
         return;
     }
     j.dot = mf_traits(wtype)->vec_dot;
@@ -124,6 +130,7 @@ void mf_matmul(mf_pool *pool, const void *w, int wtype, int64_t n_in, int64_t n_
     j.y = y;
     j.n_in = n_in;
     j.n_out = n_out;
+    j.ldy = ldy;
     j.n_tok = n_tok;
     j.tile = tile_tokens(j.act_row, n_tok);
     if (vtype == MF_TYPE_F32) {

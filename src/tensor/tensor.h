@@ -71,6 +71,11 @@ uint64_t mf_matmul_scratch_bytes(int wtype, int64_t n_in, int64_t n_tok);
 void mf_matmul(mf_pool *pool, const void *w, int wtype, int64_t n_in, int64_t n_out,
                const float *x, int64_t n_tok, float *y, void *scratch);
 
+/* The same with Y's rows ldy floats apart (ldy >= n_out): a matrix split
+ * into row ranges writes each range's columns of the full Y. */
+void mf_matmul_ld(mf_pool *pool, const void *w, int wtype, int64_t n_in, int64_t n_out,
+                  const float *x, int64_t n_tok, float *y, int64_t ldy, void *scratch);
+
 /* Convert row `row` of a matrix of type `type` (n_in columns) to f32. */
 void mf_get_row(const void *w, int type, int64_t n_in, int64_t row, float *dst);
 

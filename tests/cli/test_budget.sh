@@ -32,6 +32,18 @@ done
 $MEMFIT run -m "$T/m.gguf" --ids 1,2,3 -n 12 --temp 0 -c 64 >"$T/a.txt" 2>/dev/null
 $MEMFIT run -m "$T/m.gguf" --ids 1,2,3 -n 12 --temp 0 -c 64 --mem ${budget_mib}M >"$T/b.txt" 2>/dev/null
 cmp -s "$T/a.txt" "$T/b.txt" && ok || bad "run under --mem generates different tokens"
+# many sequences decoded together (under the budget) give each one's own greedy tokens
+printf '1,2,3\n4,5,6,7\n9\n100,200,300,400,500\n' >"$T/p.txt"
+$MEMFIT batch -m "$T/m.gguf" --ids-file "$T/p.txt" -n 6 -c 32 --mem ${budget_mib}M >"$T/batch.txt" 2>"$T/err" \
+    && ok || { bad "batch"; cat "$T/err"; }
+i=0
+while read -r line; do
+    $MEMFIT run -m "$T/m.gguf" --ids "$line" -n 6 --temp 0 -c 32 >"$T/one.txt" 2>/dev/null
+    got=$(sed -n "s/^\[$i\] [0-9 ]*| //p" "$T/batch.txt" | tr -s ' ' | sed 's/ *$//')
+    want=$(tr -s ' ' <"$T/one.txt" | sed 's/ *$//')
+    [ "$got" = "$want" ] && ok || bad "batch sequence $i: '$got' != '$want'"
+    i=$((i + 1))
+done <"$T/p.txt"
 # too small: a clear error naming the smallest budget, exit 1, nothing run
 if $MEMFIT run -m "$T/m.gguf" --ids 1,2,3 -n 4 --mem 8M 2>"$T/err"; then bad "8M budget accepted"; else ok; fi
 grep -q "smallest that works is" "$T/err" && ok || { bad "no smallest-budget message"; cat "$T/err"; }

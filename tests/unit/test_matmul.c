@@ -114,16 +114,20 @@ done:
 }
 
 static void test_sizes(void) {
-    static const int types[] = {MF_TYPE_F32, MF_TYPE_F16, MF_TYPE_BF16, MF_TYPE_Q8_0};
+    /* q4_1/q5_1 are left to test_quant_q32.c: their q8_1 activations carry
+     * an f16-rounded d*sum(qs), which this double-precision oracle lacks */
+    static const int types[] = {MF_TYPE_F32,  MF_TYPE_F16,  MF_TYPE_BF16,
+                                MF_TYPE_Q8_0, MF_TYPE_Q4_0, MF_TYPE_Q5_0, MF_TYPE_IQ4_NL};
+    const size_t n_types = sizeof types / sizeof *types;
     static const int64_t n_ins[] = {32, 64, 96, 256, 2048};
     static const int64_t n_outs[] = {1, 2, 3, 5, 7, 15, 16, 17, 31, 33};
     static const int64_t n_toks[] = {1, 2, 3, 5, 7, 17};
-    for (size_t t = 0; t < 4; t++)
+    for (size_t t = 0; t < n_types; t++)
         for (size_t i = 0; i < 5; i++)
             for (size_t o = 0; o < 10; o++)
                 for (size_t k = 0; k < 6; k++) run_case(types[t], n_ins[i], n_outs[o], n_toks[k]);
     /* batches bigger than one tile, converted on the pool */
-    for (size_t t = 0; t < 4; t++) run_case(types[t], 2048, 19, 70);
+    for (size_t t = 0; t < n_types; t++) run_case(types[t], 2048, 19, 70);
     /* lengths that are not a multiple of the SIMD width (block size 1) */
     for (size_t t = 0; t < 3; t++) run_case(types[t], 37, 5, 3);
 }

@@ -307,7 +307,9 @@ static void test_dots(void) {
     CHECK(mf_traits_ref(MF_TYPE_BF16)->vec_dot_type == MF_TYPE_BF16, "bf16 meets bf16");
     CHECK(mf_traits_ref(MF_TYPE_Q8_0)->vec_dot_type == MF_TYPE_Q8_0, "q8_0 meets q8_0");
     CHECK(mf_traits_ref(MF_TYPE_F32)->vec_dot_type == MF_TYPE_F32, "f32 meets f32");
-    CHECK(!mf_type_can_matmul(MF_TYPE_Q4_K) && mf_traits(MF_TYPE_Q4_K), "q4_K readable only");
+    CHECK(mf_type_can_matmul(MF_TYPE_Q4_K) &&
+              mf_traits_ref(MF_TYPE_Q4_K)->vec_dot_type == MF_TYPE_Q8_K,
+          "q4_K meets q8_K");
     CHECK(!mf_traits(MF_TYPE_IQ2_XXS) && !mf_traits(-1) && !mf_traits(MF_TYPE_COUNT),
           "unknown types have no traits");
 }
