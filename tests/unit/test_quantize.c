@@ -597,7 +597,9 @@ static double weighted_error(const char *in, const char *out, const mf_imatrix *
     return total;
 }
 
-static void check_effect(const char *model, const mf_imatrix *im) {
+/* For each mixture whose base type's quantizer takes importances (only
+ * 256-blocks with big_blocks, which the 64-wide stories260K cannot have). */
+static void check_effect(const char *model, const mf_imatrix *im, bool big_blocks) {
     char with[600], without[600];
     tmp_path(with, sizeof with, "with.gguf");
     tmp_path(without, sizeof without, "without.gguf");
@@ -606,6 +608,8 @@ static void check_effect(const char *model, const mf_imatrix *im) {
         const mf_quant_mixture *mx = mf_quant_mixture_at(i);
         const mf_type_traits *tr = mf_traits(mx->base);
         if (!tr || !tr->quantize || !plan_writable(model, mx->name)) continue;
+        if ((mf_type_layout_of(mx->base)->block == 256) != big_blocks) continue;
+        if (i > 0 && mf_quant_mixture_at(i - 1)->base == mx->base) continue; /* seen */
         if (!strcmp(mx->name, "q3_k") || !strcmp(mx->name, "q4_k") || !strcmp(mx->name, "q5_k"))
             continue; /* aliases */
         collected c = {0};
@@ -626,6 +630,22 @@ static void check_effect(const char *model, const mf_imatrix *im) {
     if (!tested) printf("skip: no quantizer takes importances yet\n");
     remove(with);
     remove(without);
+}
+
+/* synth-512's matrices are 256 wide: the K-types keep their 256-blocks */
+static void test_imatrix_synth(void) {
+    char yp[512];
+    test_path(yp, sizeof yp, "models/synth-512-f16.gguf");
+    int32_t ids[256];
+    for (int i = 0; i < 256; i++) ids[i] = i ? (int32_t)((i * 131 + 7) % 512) : 1;
+    mf_model *m;
+    mf_imatrix *im = NULL;
+    CHECK(mf_model_load(yp, NULL, &m) == MF_OK, "load");
+    CHECK(mf_imatrix_collect(m, ids, 256, 128, 2, &im) == MF_OK, "collect: %s", mf_last_error());
+    CHECK(mf_imatrix_count(im) == 29, "synth-512: %d entries", mf_imatrix_count(im));
+    mf_model_free(m);
+    if (im) check_effect(yp, im, true);
+    mf_imatrix_free(im);
 }
 
 static void test_imatrix(void) {
@@ -649,7 +669,7 @@ static void test_imatrix(void) {
     check_first_layer(im, sp, ids, n);
     check_roundtrip(im);
     check_corrupt(tmp_path(path, sizeof path, "m.imatrix"));
-    check_effect(sp, im);
+    check_effect(sp, im, false);
     remove(path);
     mf_imatrix_free(im);
 }
@@ -671,6 +691,7 @@ int main(void) {
     test_fallback_threads();
     test_failures();
     test_imatrix();
+    test_imatrix_synth();
     test_kl();
     CHECK(checksum(shared_in) == before, "stories260K.gguf changed");
     char cmd[128];
