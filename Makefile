@@ -77,11 +77,13 @@ $(BUILD)/bench/%: bench/%.c $(LIB)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(ISA_avx2) -o $@ $< $(LIB) $(LDLIBS)
 
 # The demo: a random model (with the Llama-2 vocabulary when ../shared is
-# there), its tensor table, and generated text (gibberish: random weights).
+# there) of about 110 MB, its plan under a 48 MiB budget, and text generated
+# inside that budget (gibberish: random weights), with the measured peak.
 DEMO_VOCAB = $(wildcard ../shared/models/llama-2-tiny-random.gguf)
+DEMO_PROMPT = $(if $(DEMO_VOCAB),-p "Once upon a time",--ids 1,2,3)
 demo: memfit
-	./memfit synth -o build/demo.gguf --dim 256 --layers 4 --heads 8 --kv-heads 4 --ff 768 \
-	    $(if $(DEMO_VOCAB),--vocab-from $(DEMO_VOCAB),--vocab 512) --seed 1
-	./memfit info build/demo.gguf | head -14
-	$(if $(DEMO_VOCAB),./memfit run -m build/demo.gguf -p "Once upon a time" -n 32 --seed 1,./memfit run -m build/demo.gguf --ids 1,2,3 -n 32 --seed 1)
+	./memfit synth -o build/demo.gguf --dim 512 --layers 8 --heads 8 --kv-heads 4 --ff 1536 \
+	    $(if $(DEMO_VOCAB),--vocab-from $(DEMO_VOCAB),--vocab 32000) --seed 1
+	./memfit plan -m build/demo.gguf --mem 48M -c 256 | head -9
+	./memfit run -m build/demo.gguf $(DEMO_PROMPT) -n 24 --seed 1 -c 256 --mem 48M --stats
 .PHONY: demo

@@ -1,0 +1,68 @@
+#!/bin/sh
+# bench/memory.sh — memfit under memory budgets (docs/memory.md), re-runnable:
+# TinyLlama-1.1B-shaped random models (q8_0 ~1.1 GiB, f16 ~2.0 GiB, made by
+# `memfit synth` in $BENCH_DIR), budgets 128 MiB .. unlimited; for each:
+# peak memory (VmHWM), decode tokens/s for 1 sequence and for 8/32/64
+# sequences decoded together (`memfit batch`), and the ratio to the limit the
+# read bandwidth sets (n_seq x bandwidth / bytes streamed per step).
+#   cold: MF_STREAM_IO default (O_DIRECT: every read goes to the disk, the page
+#         cache is bypassed, so no cache needs dropping)
+#   warm: MF_STREAM_IO=cached (buffered reads from the page cache, file cached
+#         by reading it once first)
+# Usage: sh bench/memory.sh [threads]   (after make; writes bench/results/memory.md
+# and bench/results/memory.tsv; plot: sh bench/plot_memory.sh)
+set -e
+threads=${1:-2}
+dir=${BENCH_DIR:-/tmp/memfit-bench}
+out=bench/results/memory.md
+tsv=bench/results/memory.tsv
+mkdir -p "$dir" bench/results
+make -s memfit
+shape="--dim 2048 --layers 22 --heads 32 --kv-heads 4 --ff 5632 --vocab 32000"
+for t in f16 q8_0; do
+    f="$dir/tinyllama-1.1b-$t.gguf"
+    [ -f "$f" ] || ./memfit synth -o "$f" $shape --type $t --seed 1
+done
+./memfit plan -m "$dir/tinyllama-1.1b-q8_0.gguf" --measure
+disk=$(sed -n 's/^disk_gbs //p' "${MEMFIT_CACHE:-$HOME/.cache/memfit/machine}")
+# prompts: 4 ids each, different per sequence
+for n in 1 8 32 64; do
+    i=0; : >"$dir/p$n.txt"
+    while [ $i -lt $n ]; do echo "$((i * 7 + 1)),$((i * 13 + 2)),$((i * 3 + 5)),$((i + 9))" >>"$dir/p$n.txt"; i=$((i + 1)); done
+done
+stat() { sed -n "s/.*$1 \([0-9.]*\).*/\1/p" "$2" | head -n 1; }
+echo "model	cache	budget_mib	n_seq	tok_s	peak_mib	pred_mib	streamed_mib	limit_tok_s" >"$tsv"
+for t in q8_0 f16; do
+    f="$dir/tinyllama-1.1b-$t.gguf"
+    for cache in cold warm; do
+        io=""; [ $cache = warm ] && io=cached && cat "$f" >/dev/null
+        for b in 128M 256M 512M 1G 2G none; do
+            for n in 1 8 32 64; do
+                mem="--mem $b"; [ $b = none ] && mem=""
+                MF_STREAM_IO=$io ./memfit batch -m "$f" --ids-file "$dir/p$n.txt" -n 8 -c 16 -t "$threads" \
+                    $mem --stats --quiet >/dev/null 2>"$dir/err" || { echo "$t $b $n: failed"; cat "$dir/err"; continue; }
+                tps=$(sed -n 's/.*(decoding steps \([0-9.]*\) tok\/s).*/\1/p' "$dir/err")
+                peak=$(stat "VmHWM)" "$dir/err")
+                pred=$(stat "predicted peak" "$dir/err"); pred=${pred:-0}
+                units=$(sed -n 's/.*| \([0-9]*\) streamed units.*/\1/p' "$dir/err")
+                sm=$(sed -n 's/.*resident, \([0-9.]*\) MiB streamed per pass.*/\1/p' "$dir/err")
+                sm=${sm:-0}
+                lim=$(awk -v n=$n -v d="$disk" -v s="$sm" 'BEGIN { if (s > 0) printf "%.2f", n * d * 1e9 / (s * 1048576); else print "-" }')
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' $t $cache ${b} $n "$tps" "$peak" "$pred" "$sm" "$lim" >>"$tsv"
+                echo "$t $cache budget $b seqs $n: $tps tok/s, VmHWM $peak MiB (plan $pred), streams $sm MiB/step, disk limit $lim tok/s"
+            done
+        done
+    done
+done
+{
+    echo "# memfit under memory budgets: TinyLlama-1.1B shape, $threads threads"
+    echo
+    echo "Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores;"
+    echo "disk read $disk GB/s (memfit plan --measure, O_DIRECT); made by \`sh bench/memory.sh $threads\` on $(date -u +%Y-%m-%d)."
+    echo "Decode tokens/s summed over sequences (8 tokens each, prompts of 4); limit = sequences x disk GB/s / bytes streamed per step."
+    echo
+    echo "| model | cache | budget | seqs | tok/s | VmHWM MiB | plan MiB | streamed MiB/step | disk limit tok/s |"
+    echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    tail -n +2 "$tsv" | awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9 }'
+} >"$out"
+echo "wrote $out"
