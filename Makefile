@@ -52,8 +52,9 @@ test: $(BUILD)/memfit $(TEST_BIN)
 	@MEMFIT=$(BUILD)/memfit TEST_BIN_DIR=$(BUILD)/tests sh tests/run.sh
 
 SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# MF_SANITIZED tells tests that memory figures include ASan's shadow memory
 sanitize:
-	$(MAKE) CC=clang BUILD=build-san EXTRA_CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" test
+	MF_SANITIZED=1 $(MAKE) CC=clang BUILD=build-san EXTRA_CFLAGS="$(SAN_FLAGS)" LDFLAGS="$(SAN_FLAGS)" test
 
 FUZZ_FLAGS = -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_BIN = $(FUZZ_SRC:tests/fuzz/%.c=build-fuzz/%)

@@ -213,51 +213,82 @@ static inline __m256i reduce8(const __m256i v[8]) {
                             _mm256_permute2x128_si256(a, b, 0x31));
 }
 
-/* Eight consecutive blocks of one row: block sums (as floats, exact) and
- * the scale products d_w*d_y, for the chain to consume in order. */
+/* d_w*d_y of eight consecutive blocks, one per lane (f16 products are
+ * exact in f32, so vector and scalar multiplies agree). */
+static inline __m256 scales8(const uint8_t *x, int xb, const uint8_t *y) {
+    __m128i hx = _mm_setr_epi16((short)mf_rd16(x), (short)mf_rd16(x + xb),
+                                (short)mf_rd16(x + 2 * xb), (short)mf_rd16(x + 3 * xb),
+                                (short)mf_rd16(x + 4 * xb), (short)mf_rd16(x + 5 * xb),
+                                (short)mf_rd16(x + 6 * xb), (short)mf_rd16(x + 7 * xb));
+    const int yb = MF_Q8_0_BYTES;
+    __m128i hy = _mm_setr_epi16((short)mf_rd16(y), (short)mf_rd16(y + yb),
+                                (short)mf_rd16(y + 2 * yb), (short)mf_rd16(y + 3 * yb),
+                                (short)mf_rd16(y + 4 * yb), (short)mf_rd16(y + 5 * yb),
+                                (short)mf_rd16(y + 6 * yb), (short)mf_rd16(y + 7 * yb));
+    return _mm256_mul_ps(_mm256_cvtph_ps(hx), _mm256_cvtph_ps(hy));
+}
+
+/* Eight consecutive blocks of one row: their exact block sums (as floats),
+ * one per lane, and their scale products. */
 static inline __attribute__((always_inline)) void
-chain_group(const uint8_t *x, int xb, load_fn load, const uint8_t *y, float sum[8], float d[8]) {
+chain_group(const uint8_t *x, int xb, load_fn load, const uint8_t *y, __m256 *sum, __m256 *d) {
     __m256i v[8];
-    for (int k = 0; k < 8; k++) {
-        v[k] = isum_signed(load(x + k * xb), y + k * MF_Q8_0_BYTES + 2);
-        d[k] = f16_at(x + k * xb) * f16_at(y + k * MF_Q8_0_BYTES);
-    }
-    _mm256_storeu_ps(sum, _mm256_cvtepi32_ps(reduce8(v)));
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++) v[k] = isum_signed(load(x + k * xb), y + k * MF_Q8_0_BYTES + 2);
+    *sum = _mm256_cvtepi32_ps(reduce8(v));
+    *d = scales8(x, xb, y);
+}
+
+/* acc = fma(s[k], d[k], acc) for k = 0..3 of a 4-lane pair, in order. */
+static inline __m128 chain4(__m128 s, __m128 d, __m128 acc) {
+    acc = _mm_fmadd_ss(s, d, acc);
+    acc = _mm_fmadd_ss(_mm_movehdup_ps(s), _mm_movehdup_ps(d), acc);
+    acc = _mm_fmadd_ss(_mm_movehl_ps(s, s), _mm_movehl_ps(d, d), acc);
+    return _mm_fmadd_ss(_mm_shuffle_ps(s, s, 3), _mm_shuffle_ps(d, d, 3), acc);
+}
+
+static inline __m128 chain8(__m256 s, __m256 d, __m128 acc) {
+    acc = chain4(_mm256_castps256_ps128(s), _mm256_castps256_ps128(d), acc);
+    return chain4(_mm256_extractf128_ps(s, 1), _mm256_extractf128_ps(d, 1), acc);
 }
 
 static inline __attribute__((always_inline)) float
 chain_q8_0(int64_t n, const uint8_t *x, int xb, load_fn load, const uint8_t *y) {
-    float acc = 0.0f, sum[8], d[8];
+    __m128 acc = _mm_setzero_ps();
     int64_t nb = n / QK, i = 0;
     for (; i + 8 <= nb; i += 8, x += 8 * xb, y += 8 * MF_Q8_0_BYTES) {
-        chain_group(x, xb, load, y, sum, d);
-        for (int k = 0; k < 8; k++) acc = __builtin_fmaf(sum[k], d[k], acc);
+        __m256 sum, d;
+        chain_group(x, xb, load, y, &sum, &d);
+        acc = chain8(sum, d, acc);
     }
+    float a = _mm_cvtss_f32(acc);
     for (; i < nb; i++, x += xb, y += MF_Q8_0_BYTES) {
         float t = (float)hsum_i32(isum_signed(load(x), y + 2));
-        acc = __builtin_fmaf(t, f16_at(x) * f16_at(y), acc);
+        a = __builtin_fmaf(t, f16_at(x) * f16_at(y), a);
     }
-    return acc;
+    return a;
 }
 
 static inline __attribute__((always_inline)) void
 chain4_q8_0(int64_t n, float s[4], const uint8_t *x, uint64_t xs, int xb, load_fn load,
             const uint8_t *y) {
-    float acc[4] = {0}, sum[4][8], d[4][8];
+    __m128 acc[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
     int64_t nb = n / QK, i = 0;
     for (; i + 8 <= nb; i += 8, y += 8 * MF_Q8_0_BYTES) {
-        for (int r = 0; r < 4; r++) chain_group(x + r * xs + i * xb, xb, load, y, sum[r], d[r]);
-        for (int k = 0; k < 8; k++)
-            for (int r = 0; r < 4; r++) acc[r] = __builtin_fmaf(sum[r][k], d[r][k], acc[r]);
+        for (int r = 0; r < 4; r++) {
+            __m256 sum, d;
+            chain_group(x + r * xs + i * xb, xb, load, y, &sum, &d);
+            acc[r] = chain8(sum, d, acc[r]);
+        }
     }
+    for (int r = 0; r < 4; r++) s[r] = _mm_cvtss_f32(acc[r]);
     for (; i < nb; i++, y += MF_Q8_0_BYTES) {
         for (int r = 0; r < 4; r++) {
             const uint8_t *a = x + r * xs + i * xb;
             float t = (float)hsum_i32(isum_signed(load(a), y + 2));
-            acc[r] = __builtin_fmaf(t, f16_at(a) * f16_at(y), acc[r]);
+            s[r] = __builtin_fmaf(t, f16_at(a) * f16_at(y), s[r]);
         }
     }
-    for (int r = 0; r < 4; r++) s[r] = acc[r];
 }
 
 static void dot_q4_0(int64_t n, float *s, const void *x, const void *y) {
