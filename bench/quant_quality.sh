@@ -8,8 +8,8 @@
 #
 # Token ids (neither model has a real tokenizer): each model's own samples,
 # BOS (id 1) + 255 tokens at temperature 1, made with `memfit run` — 16
-# samples for calibration (seeds 1..16) and 16 others for evaluation (seeds
-# 1001..1016), so calibration and evaluation never share text. Every window
+# full-length samples for calibration (seeds from 1) and 16 others for
+# evaluation (seeds from 1001), so calibration and evaluation never share text. Every window
 # is one sample (-c 256): these small models need BOS at the start of a
 # window. The base is the unquantized file; KL is KL(base || quantized) over
 # the second half of each window, as llama.cpp's perplexity --kl-divergence.
@@ -22,14 +22,14 @@ types="f16 bf16 q8_0 q6_k q5_k_m q5_1 q5_0 q4_k_m q4_1 q4_0 iq4_nl iq4_xs q3_k_m
 mkdir -p "$dir" bench/results docs
 make -s memfit
 
-samples() { # model first_seed -> ids file on stdout
-    s=$2
-    while [ "$s" -lt $(($2 + 16)) ]; do
-        printf '1 '
-        # a placeholder vocabulary prints <id> pieces; a checkpoint prints ids
-        ./memfit run -m "$1" --ids 1 -n 255 --temp 1 --seed "$s" -t "$threads" 2>/dev/null |
-            sed 's/></ /g; s/[<>]/ /g'
-        echo
+samples() { # model first_seed -> 16 samples of exactly 256 ids on stdout
+    s=$2 kept=0
+    while [ "$kept" -lt 16 ]; do
+        # a placeholder vocabulary prints <id> pieces, a checkpoint prints ids;
+        # a sample that meets EOS early is dropped, so windows stay samples
+        ids=$(./memfit run -m "$1" --ids 1 -n 255 --temp 1 --seed "$s" -t "$threads" 2>/dev/null |
+            sed 's/></ /g; s/[<>]/ /g')
+        if [ "$(echo $ids | wc -w)" -eq 255 ]; then echo "1 $ids"; kept=$((kept + 1)); fi
         s=$((s + 1))
     done
 }
@@ -62,7 +62,8 @@ for name in stories260K synth-512; do
     samples "$gen" 1 >"$dir/$name.calib"
     samples "$gen" 1001 >"$dir/$name.eval"
     ./memfit quantize "$base" "$dir/$name-tmp.gguf" --type f16 -q -t "$threads" \
-        --calib-ids "$dir/$name.calib" --calib-ctx 256 --save-imatrix "$dir/$name.imatrix" >/dev/null
+        --calib-ids "$dir/$name.calib" --calib-ctx 256 --save-imatrix "$dir/$name.imatrix" \
+        >/dev/null 2>&1
     rm -f "$dir/$name-tmp.gguf"
     for t in $types; do
         measure "$name" "$base" "$t" no | tee -a "$res.dat"
