@@ -96,10 +96,11 @@ if command -v gnuplot >/dev/null 2>&1; then
         for im in no yes; do awk -v n="$name" -v i="$im" '$1 == n && $3 == i && $4 != "n/a"' "$res.dat" >"$dir/$name-$im.dat"; done
     done
     gnuplot <<EOF
-set terminal pngcairo size 1100,480 font "sans,10"
+set terminal pngcairo size 1200,520 font "sans,10" noenhanced
 set output "docs/quant_quality.png"
 set multiplot layout 1,2
 set logscale y
+set format y "%g"
 set xlabel "bits per weight"
 set ylabel "mean KL divergence from the base (nats)"
 set grid
@@ -107,7 +108,7 @@ set key top right
 do for [n in "stories260K synth-512"] {
     set title n
     plot "$dir/".n."-no.dat" using 4:5 with points pt 7 ps 1.2 title "no imatrix", \
-         "$dir/".n."-no.dat" using 4:5:2 with labels offset 0,0.8 font ",8" notitle, \
+         "$dir/".n."-no.dat" using 4:5:2 with labels left offset 0.6,0.3 rotate by 35 font ",8" notitle, \
          "$dir/".n."-yes.dat" using 4:5 with points pt 6 ps 1.5 title "with imatrix"
 }
 unset multiplot

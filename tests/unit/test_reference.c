@@ -166,6 +166,17 @@ int main(void) {
     check_model("models/stories260K.bin", "reference/stories260K.story.ref", 1e-3, 1e-5);
     check_model("models/synth-mini-f16.gguf", "reference/synth-mini-f16.ref", 1e-2, 0);
     check_model("models/llama-2-tiny-random.gguf", "reference/llama-2-tiny-random.ref", 1e-3, 1e-5);
-    check_model("models/quantized/synth-512-Q8_0.gguf", "reference/synth-512-Q8_0.ref", 0.2, 0);
+    /* every llama.cpp-quantized fixture, mixtures included: position 0 bit for
+     * bit, the rest within the bound that the RoPE last-bit difference allows */
+    const char *q[] = {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_M", "Q4_K_M",
+                       "Q5_K_M", "Q6_K", "pure-Q2_K", "pure-Q3_K", "pure-Q4_K", "pure-Q5_K",
+                       "pure-Q6_K"};
+    for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
+        char m[128], r[128];
+        snprintf(m, sizeof m, "models/quantized/synth-512-%s.gguf", q[i]);
+        snprintf(r, sizeof r, "reference/synth-512-%s.ref", q[i]);
+        check_model(m, r, 0.2, 0);
+    }
+    check_model("models/quantized/synth-mini-Q4_K_M.gguf", "reference/synth-mini-Q4_K_M.ref", 0.2, 0);
     return test_report("reference");
 }
