@@ -22,7 +22,8 @@ static const char *usage_text =
     "                  [-f TEXT | --ids-file IDS] [-c CTX] [--chunks N] [--all] [-t N] [-b N]\n"
     "  --base-model BASE  evaluate BASE over the same windows\n"
     "  --base BASE.ref    base logits from an MFRF file (memfit logits); its tokens are used\n"
-    "  -c CTX             window length (512); --all scores every position, not the last half\n";
+    "  -c CTX             window length (512; --base-model only); --all scores every position,\n"
+    "                     not only the second half of each window\n";
 
 typedef struct kld_opts {
     cli_model_opts mo;
@@ -55,6 +56,8 @@ static int parse(int argc, char **argv, kld_opts *o) {
     if (o->file && o->ids_file) return cli_usage("kld", "give at most one of -f and --ids-file");
     if (o->base_model && !o->file && !o->ids_file)
         return cli_usage("kld", "--base-model needs tokens: -f TEXT or --ids-file IDS");
+    if (o->base_ref && o->mo.n_ctx)
+        return cli_usage("kld", "-c does not apply to --base: the reference is one window");
     return 0;
 }
 
