@@ -17,13 +17,14 @@ dir=${BENCH_DIR:-/tmp/memfit-bench}
 out=bench/results/memory.md
 tsv=bench/results/memory.tsv
 mkdir -p "$dir" bench/results
-make -s memfit
+[ -n "$MEMFIT" ] || make -s memfit
+M=${MEMFIT:-./memfit}
 shape="--dim 2048 --layers 22 --heads 32 --kv-heads 4 --ff 5632 --vocab 32000"
 for t in f16 q8_0; do
     f="$dir/tinyllama-1.1b-$t.gguf"
-    [ -f "$f" ] || ./memfit synth -o "$f" $shape --type $t --seed 1
+    [ -f "$f" ] || $M synth -o "$f" $shape --type $t --seed 1
 done
-./memfit plan -m "$dir/tinyllama-1.1b-q8_0.gguf" --measure
+$M plan -m "$dir/tinyllama-1.1b-q8_0.gguf" --measure
 disk=$(sed -n 's/^disk_gbs //p' "${MEMFIT_CACHE:-$HOME/.cache/memfit/machine}")
 # prompts: 4 ids each, different per sequence
 for n in 1 8 32 64; do
@@ -39,7 +40,7 @@ for t in q8_0 f16; do
         for b in 128M 256M 512M 1G 2G none; do
             for n in 1 8 32 64; do
                 mem="--mem $b"; [ $b = none ] && mem=""
-                MF_STREAM_IO=$io ./memfit batch -m "$f" --ids-file "$dir/p$n.txt" -n 8 -c 16 -t "$threads" \
+                MF_STREAM_IO=$io $M batch -m "$f" --ids-file "$dir/p$n.txt" -n 8 -c 16 -t "$threads" \
                     $mem --stats --quiet >/dev/null 2>"$dir/err" || { echo "$t $b $n: failed"; cat "$dir/err"; continue; }
                 tps=$(sed -n 's/.*(decoding steps \([0-9.]*\) tok\/s).*/\1/p' "$dir/err")
                 peak=$(stat "VmHWM)" "$dir/err")

@@ -184,6 +184,8 @@ int cmd_batch(int argc, char **argv) {
     for (int q = 0; q < n_seq; q++) longest = sq[q].n_prompt > longest ? sq[q].n_prompt : longest;
     mf_session_params sp = cli_session_params(&o.mo);
     sp.n_seq = n_seq;
+    sp.reserve = (uint64_t)n_seq * (mf_sampler_bytes(&o.sp, info.n_vocab) +
+                                     sizeof(int32_t) * (uint64_t)(longest + o.n_predict + 1));
     if (!sp.n_ctx) sp.n_ctx = longest + o.n_predict;
     if (!sp.n_batch) sp.n_batch = n_seq > 64 ? n_seq : 64;
     if (!rc && mf_session_create(m, &sp, &s) != MF_OK) rc = cli_fail("cannot create a session");

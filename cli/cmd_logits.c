@@ -116,6 +116,9 @@ int cmd_logits(int argc, char **argv) {
     mf_model_get_info(m, &info);
     int need = n + (o.n_gen > 0 ? o.n_gen - 1 : 0);
     mf_session_params sp = cli_session_params(&o.mo);
+    /* the MFRF output buffer: every position's logits */
+    sp.reserve = 16 + 8 + 4 * ((uint64_t)n + (uint64_t)o.n_gen) +
+                 sizeof(float) * (uint64_t)n * (uint64_t)info.n_vocab;
     if (!sp.n_ctx && need > info.n_ctx_train) sp.n_ctx = need;
     if (mf_session_create(m, &sp, &s) != MF_OK) {
         cli_fail("cannot create a session");

@@ -135,9 +135,10 @@ int cmd_run(int argc, char **argv) {
         else cli_fail("cannot tokenize the prompt");
         goto done;
     }
-    mf_session_params sp = cli_session_params(&o.mo);
     mf_model_info info;
     mf_model_get_info(m, &info);
+    mf_session_params sp = cli_session_params(&o.mo);
+    sp.reserve = mf_sampler_bytes(&o.sp, info.n_vocab);
     if (mf_session_create(m, &sp, &s) != MF_OK) {
         cli_fail("cannot create a session");
         goto done;

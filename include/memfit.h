@@ -93,6 +93,8 @@ typedef struct mf_session_params {
     const char *kv_type; /* KV cache: "f32" (NULL), "f16" or "q8_0" */
     uint64_t mem_budget; /* bytes the process may use (VmHWM); 0: no limit */
     int n_seq;           /* independent sequences sharing the session; 0: 1 */
+    uint64_t reserve;    /* bytes the caller allocates besides the session (samplers,
+                            output buffers): the budget plan sets them aside */
 } mf_session_params;
 
 mf_status mf_session_create(mf_model *m, const mf_session_params *p, mf_session **out);
@@ -158,6 +160,8 @@ typedef struct mf_sampler_params {
 mf_sampler_params mf_sampler_defaults(void);
 mf_status mf_sampler_create(const mf_sampler_params *p, int n_vocab, mf_sampler **out);
 void mf_sampler_free(mf_sampler *s);
+/* Heap bytes a sampler takes (to reserve them in a memory budget). */
+uint64_t mf_sampler_bytes(const mf_sampler_params *p, int n_vocab);
 /* Choose the next token from logits (not modified). */
 int32_t mf_sampler_sample(mf_sampler *s, const float *logits);
 /* Tell the sampler a token was emitted (for the repetition penalty). */

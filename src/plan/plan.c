@@ -179,7 +179,7 @@ mf_status mf_plan_make(mf_model *m, const mf_session_params *p, mf_plan *pl) {
     if (!pl->w_first || !pl->w_parts) return mf_errorf(MF_E_NOMEM, "out of memory");
     pl->base = mf_current_rss();
     int nth = p->n_threads ? p->n_threads : mf_n_cores();
-    pl->slack = (uint64_t)(1 << 20) + (uint64_t)(nth + 1) * (128u << 10);
+    pl->slack = (uint64_t)(1 << 20) + (uint64_t)(nth + 1) * (128u << 10) + p->reserve;
     uint64_t head = 0, fixed;
     mf_type_row_bytes(mf_type_from_name(p->kv_type ? p->kv_type : "f32"),
                       (uint64_t)m->hp.head_dim, &head);

@@ -95,7 +95,7 @@ mf_status mf_plan_report(mf_model *m, const mf_session_params *p, char *buf, siz
         pl.n_units, 10, "", pl.resident / MIB);
     put(&t, "  stream buffers (%d, units up to %4.1f MiB)%*s %9.1f MiB\n", pl.n_buf,
         pl.part_cap / MIB, 2, "", pl.stream_bufs / MIB);
-    put(&t, "  %-44s %9.1f MiB\n", "slack (thread stacks, small allocations)", pl.slack / MIB);
+    put(&t, "  %-44s %9.1f MiB\n", "slack (threads, small allocations, caller's)", pl.slack / MIB);
     put(&t, "  %-44s %9.1f MiB\n\n", "predicted peak (VmHWM)", pl.peak / MIB);
     put_layers(&t, &pl);
     put(&t, "\npredicted: decode %.2f tok/s (%.1f MiB streamed per token at %.2f GB/s; all "

@@ -42,6 +42,13 @@ void mf_sampler_free(mf_sampler *s) {
     free(s);
 }
 
+uint64_t mf_sampler_bytes(const mf_sampler_params *p, int n_vocab) {
+    mf_sampler_params prm = p ? *p : mf_sampler_defaults();
+    uint64_t hist = (uint64_t)(prm.repeat_last_n > 0 ? prm.repeat_last_n : 1);
+    uint64_t nv = n_vocab > 0 ? (uint64_t)n_vocab : 0;
+    return sizeof(mf_sampler) + hist * sizeof(int32_t) + nv * (sizeof(cand) + 1);
+}
+
 mf_status mf_sampler_create(const mf_sampler_params *p, int n_vocab, mf_sampler **out) {
     if (!out || n_vocab <= 0) return mf_errorf(MF_E_INVALID, "sampler: n_vocab %d", n_vocab);
     mf_sampler_params prm = p ? *p : mf_sampler_defaults();
