@@ -15,7 +15,7 @@ for f in "$d"/*.dat; do
     plots="$plots${plots:+, }'$f' using 1:2 with linespoints title '$name'"
 done
 gnuplot <<GP
-set terminal png size 1000,640
+set terminal png size 1000,640 noenhanced
 set output 'docs/memory.png'
 set logscale xy
 set xlabel 'memory budget (MiB; 4096 = unlimited)'
