@@ -12,8 +12,15 @@ BUILD   ?= build
 # Files named *_avx2.c hold the x86 SIMD kernels; only they get ISA flags and
 # the library picks them at run time after checking the CPU.
 ISA_avx2 = -mavx2 -mfma -mf16c
+# *_avx512.c: installed only when the CPU has AVX-512 F, BW, VL and VNNI.
+ISA_avx512 = -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512vnni
 
 LIB_SRC  = $(sort $(wildcard src/*/*.c))
+# x86 kernel files include immintrin.h: other targets (aarch64: NEON files,
+# which compile to nothing on x86) leave them out
+ifeq ($(filter x86_64% i686% i386%,$(shell $(CC) -dumpmachine)),)
+LIB_SRC := $(filter-out %_avx2.c %_avx512.c,$(LIB_SRC))
+endif
 CLI_SRC  = $(sort $(wildcard cli/*.c))
 TEST_SRC = $(sort $(wildcard tests/unit/test_*.c))
 FUZZ_SRC = $(sort $(wildcard tests/fuzz/fuzz_*.c))
@@ -39,6 +46,10 @@ $(LIB): $(LIB_OBJ)
 $(BUILD)/%_avx2.o: %_avx2.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $(ISA_avx2) -MMD -MP -c -o $@ $<
+
+$(BUILD)/%_avx512.o: %_avx512.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $(ISA_avx512) -MMD -MP -c -o $@ $<
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

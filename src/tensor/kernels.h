@@ -133,4 +133,20 @@ void mf_avx2_install_q32(mf_type_traits table[MF_TYPE_COUNT]);
  * Replace the entries that have AVX2 versions in a table indexed by type. */
 void mf_avx2_install(mf_type_traits table[MF_TYPE_COUNT]);
 
+/* ---- AVX-512 F/BW/VL/VNNI (kernels_*_avx512.c) ---- */
+/* Only called after __builtin_cpu_supports found avx512f, avx512bw,
+ * avx512vl and avx512vnni (and after mf_avx2_install). */
+void mf_avx512_install(mf_type_traits table[MF_TYPE_COUNT]);
+void mf_avx512_install_q32(mf_type_traits table[MF_TYPE_COUNT]);
+void mf_avx512_install_k(mf_type_traits table[MF_TYPE_COUNT]);
+
+/* ---- NEON (kernels_*_neon.c, aarch64 only) ---- */
+/* NEON is part of the aarch64 base ISA: types.c installs these there with no
+ * CPU check (unless MF_FORCE_REF). Every kernel equals its reference bit for
+ * bit. */
+void mf_neon_install(mf_type_traits table[MF_TYPE_COUNT]);
+void mf_neon_install_q32(mf_type_traits table[MF_TYPE_COUNT]);
+void mf_neon_install_k(mf_type_traits table[MF_TYPE_COUNT]);
+void mf_neon_install_k2(mf_type_traits table[MF_TYPE_COUNT]);
+
 #endif

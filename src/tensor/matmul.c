@@ -123,8 +123,11 @@ void mf_matmul_ld(mf_pool *pool, const void *w, int wtype, int64_t n_in, int64_t
     j.dot = mf_traits(wtype)->vec_dot;
     /* Decoding streams one row at a time: four interleaved row streams cost
      * a third of the DRAM bandwidth for q8_0 here (bench/bandwidth.c), while
-     * with a tile of tokens the four-row kernel's extra FMA chains pay. */
-    j.dot4 = n_tok > 1 ? mf_traits(wtype)->vec_dot4 : NULL;
+     * with a tile of tokens the four-row kernel's extra FMA chains pay. Types
+     * whose one-row kernel waits on a serial FMA chain (the AVX-512 q4_0,
+     * iq4_nl, q4_K) decode four rows at a time too (those kernels read the
+     * four rows one after another, not side by side): same bits either way. */
+    j.dot4 = n_tok > 1 || mf_traits(wtype)->dot4_decode ? mf_traits(wtype)->vec_dot4 : NULL;
     j.w = w;
     j.x = x;
     j.y = y;

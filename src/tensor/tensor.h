@@ -41,6 +41,9 @@ typedef struct mf_type_traits {
     mf_vec_dot_fn vec_dot;        /* NULL: no matmul for this weight type */
     int vec_dot_type;             /* type activations are converted to */
     mf_vec_dot4_fn vec_dot4;      /* optional, faster: four rows share each y load */
+    /* vec_dot4 also beats vec_dot for one token (decoding): set where the
+     * one-row kernel is bound by its float chain's latency */
+    bool dot4_decode;
 } mf_type_traits;
 
 /* The traits in use (SIMD where available). Entries are NULL for types

@@ -5,7 +5,8 @@
  * activations are converted to). Adding a format is adding a row here and
  * its kernels elsewhere. The table in use starts as a copy of the reference
  * one and, when the CPU has AVX2+FMA+F16C and MF_FORCE_REF is not set, gets
- * the SIMD entries laid over it; both are built once, under pthread_once, and
+ * the SIMD entries laid over it (then the AVX-512 VNNI ones, where present;
+ * on aarch64 the NEON ones, always); both are built once, under pthread_once, and
  * never change afterwards, so kernels never consult flags or globals. */
 #include "tensor/kernels.h"
 
@@ -138,6 +139,7 @@ static const mf_type_traits ref_table[MF_TYPE_COUNT] = {
 static mf_type_traits active_table[MF_TYPE_COUNT];
 static pthread_once_t active_once = PTHREAD_ONCE_INIT;
 
+#if defined(__x86_64__) || defined(__i386__) /* the CPU checks matter on x86 only */
 /* F16C is read from CPUID leaf 1 (ECX bit 29) because clang's
  * __builtin_cpu_supports does not know it; the builtin's avx2 check already
  * covers the OS saving the ymm registers. */
@@ -152,11 +154,32 @@ static bool cpu_has_avx2(void) {
 #endif
 }
 
+/* The AVX-512 kernels need F (512-bit registers, masks), BW (byte and word
+ * shuffles), VL (the same on 256/128 bits) and VNNI (vpdpbusd); the builtin
+ * also checks that the OS saves the zmm state. */
+static bool cpu_has_avx512(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+#else
+    return false;
+#endif
+}
+
+#endif
+
 static void init_active(void) {
     memcpy(active_table, ref_table, sizeof active_table);
     const char *force = getenv("MF_FORCE_REF");
     bool use_ref = force && force[0] && strcmp(force, "0") != 0;
-    if (!use_ref && cpu_has_avx2()) mf_avx2_install(active_table);
+    if (use_ref) return;
+#if defined(__aarch64__) && defined(__ARM_NEON)
+    mf_neon_install(active_table); /* NEON is baseline on aarch64 */
+#elif defined(__x86_64__) || defined(__i386__)
+    if (!cpu_has_avx2()) return;
+    mf_avx2_install(active_table);
+    if (cpu_has_avx512()) mf_avx512_install(active_table);
+#endif
 }
 
 static bool known(int type) { return type >= 0 && type < MF_TYPE_COUNT; }

@@ -1,0 +1,126 @@
+/* test_kernels_avx512.c — the AVX-512 VNNI kernels against the scalar
+ * reference, bit for bit.
+ *
+ * For every type with an AVX-512 kernel: random block bytes (scales made
+ * finite, q8_K bsums consistent with their qs, everything else any byte,
+ * -128 activations included) and rows quantized from random floats, at
+ * lengths from one block to 4352; the one-row kernel and each row of the
+ * four-row kernel must give exactly the reference's float. The active table
+ * holds the AVX-512 kernels only on a CPU with AVX-512 F/BW/VL/VNNI and
+ * without MF_FORCE_REF; otherwise the test says so and checks nothing. */
+#include "tensor/kernels.h"
+#include "test.h"
+
+#include <stdint.h>
+
+static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static uint32_t next(void) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng >> 16);
+}
+static float frand(void) { return (float)(next() & 0xffffff) / 8388608.0f - 1.0f; }
+
+/* A finite f16 of moderate size and random sign. */
+static uint16_t rand_f16(void) {
+    return (uint16_t)((next() & 0x8000) | ((6 + next() % 20) << 10) | (next() & 0x3ff));
+}
+
+static const int types[] = {MF_TYPE_Q4_0, MF_TYPE_IQ4_NL, MF_TYPE_Q4_K};
+
+/* Make the float fields of n_blocks blocks of type t finite (and q8_K's bsums true). */
+static void fix_blocks(int t, uint8_t *p, int64_t nb) {
+    uint64_t bb = (uint64_t)mf_type_layout_of(t)->bytes;
+    for (int64_t b = 0; b < nb; b++, p += bb) {
+        if (t == MF_TYPE_Q8_K) {
+            float d = frand() * 1e-2f;
+            memcpy(p, &d, 4);
+            for (int g = 0; g < 16; g++) {
+                int16_t s = 0;
+                for (int k = 0; k < 16; k++) s = (int16_t)(s + (int8_t)p[4 + 16 * g + k]);
+                memcpy(p + 260 + 2 * g, &s, 2);
+            }
+            continue;
+        }
+        mf_wr16(p, rand_f16());
+        if (t == MF_TYPE_Q4_K) mf_wr16(p + 2, rand_f16());
+    }
+}
+
+static bool same(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }
+
+/* Four rows x (stride rb) against y: one-row and four-row kernels vs the reference. */
+static void compare(int t, int64_t n, const uint8_t *x, uint64_t rb, const uint8_t *y, const char *what) {
+    const mf_type_traits *a = mf_traits(t), *r = mf_traits_ref(t);
+    float s4[4] = {0};
+    if (a->vec_dot4) a->vec_dot4(n, s4, x, rb, y);
+    for (int k = 0; k < 4; k++) {
+        float want, got;
+        r->vec_dot(n, &want, x + k * rb, y);
+        a->vec_dot(n, &got, x + k * rb, y);
+        CHECK(same(want, got), "%s %s n=%lld row %d: %.9g vs ref %.9g", mf_type_name(t), what,
+              (long long)n, k, got, want);
+        if (a->vec_dot4)
+            CHECK(same(want, s4[k]), "%s %s n=%lld dot4 row %d: %.9g vs ref %.9g",
+                  mf_type_name(t), what, (long long)n, k, s4[k], want);
+    }
+}
+
+static void test_type(int t, int64_t n) {
+    int vt = mf_traits(t)->vec_dot_type;
+    uint64_t rb, yb;
+    if (!mf_type_row_bytes(t, (uint64_t)n, &rb) || !mf_type_row_bytes(vt, (uint64_t)n, &yb)) {
+        CHECK(0, "row bytes of %s", mf_type_name(t));
+        return;
+    }
+    /* exact-size buffers, so ASan sees any read past the rows */
+    uint8_t *x = malloc(4 * rb), *y = malloc(yb);
+    float *f = malloc(sizeof(float) * 4 * (size_t)n);
+    for (int rep = 0; rep < 3; rep++) {
+        for (uint64_t i = 0; i < 4 * rb; i++) x[i] = (uint8_t)next();
+        for (uint64_t i = 0; i < yb; i++) y[i] = (uint8_t)next();
+        fix_blocks(t, x, 4 * n / mf_type_layout_of(t)->block);
+        fix_blocks(vt, y, n / mf_type_layout_of(vt)->block);
+        compare(t, n, x, rb, y, "random bytes");
+    }
+    for (int64_t i = 0; i < 4 * n; i++) f[i] = frand() * (i % 29 == 0 ? 4.0f : 1.0f);
+    mf_quantize_rows(t, f, x, 4, n, NULL);
+    const mf_type_traits *v = mf_traits(vt);
+    (v->act_from_float ? v->act_from_float : v->from_float)(f + n, y, n);
+    compare(t, n, x, rb, y, "quantized");
+    free(x);
+    free(y);
+    free(f);
+}
+
+/* Whether types.c installed the AVX-512 kernels (its own condition). */
+static bool avx512_active(void) {
+    const char *force = getenv("MF_FORCE_REF");
+    if (force && force[0] && strcmp(force, "0") != 0) return false;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+#else
+    return false;
+#endif
+}
+
+int main(void) {
+    if (!avx512_active()) {
+        printf("kernels_avx512: no AVX-512 VNNI kernels in use (CPU or MF_FORCE_REF); skipped\n");
+        return test_report("kernels_avx512");
+    }
+    static const int64_t len32[] = {32, 64, 96, 128, 160, 224, 256, 512, 2048, 4352};
+    static const int64_t len256[] = {256, 512, 768, 2048, 4352};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        int t = types[i];
+        bool k = mf_type_layout_of(t)->block == 256;
+        const int64_t *len = k ? len256 : len32;
+        size_t nl = k ? sizeof len256 / sizeof len256[0] : sizeof len32 / sizeof len32[0];
+        for (size_t j = 0; j < nl; j++) test_type(t, len[j]);
+    }
+    return test_report("kernels_avx512");
+}
