@@ -23,6 +23,10 @@ const char *mf_tag_name(mf_tag t) { return t < MF_TAG_COUNT ? tag_names[t] : "?"
 void mf_ledger_init(mf_ledger *l, uint64_t budget) {
     memset(l, 0, sizeof *l);
     l->budget = budget;
+    /* tests make the Nth allocation of every new ledger fail to walk the
+     * clean-up paths (read here, once per ledger, never inside kernels) */
+    const char *f = getenv("MF_FAIL_ALLOC");
+    if (f && *f) l->fail_at = strtol(f, NULL, 10);
 }
 
 void *mf_alloc(mf_ledger *l, uint64_t bytes, mf_tag tag) {
