@@ -100,6 +100,9 @@ mf_status mf_outfile_open(mf_outfile *f, const char *path);
 mf_status mf_outfile_write(mf_outfile *f, const void *data, size_t n);
 mf_status mf_outfile_commit(mf_outfile *f);   /* fsync + rename; on failure removes tmp */
 void mf_outfile_abort(mf_outfile *f);         /* remove tmp; safe after commit */
+/* Read len bytes at off; stops early only at end of file (*got < len).
+ * MF_E_IO with the offset in the message on a read error. */
+mf_status mf_pread_full(int fd, void *dst, uint64_t len, uint64_t off, uint64_t *got);
 /* True when a and b name the same existing file (never overwrite an input). */
 bool mf_same_file(const char *a, const char *b);
 

@@ -145,3 +145,18 @@ mf_status mf_write_file(const char *path, const void *data, size_t n) {
     }
     return mf_outfile_commit(&f);
 }
+
+mf_status mf_pread_full(int fd, void *dst, uint64_t len, uint64_t off, uint64_t *got) {
+    uint64_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(fd, (char *)dst + done, (size_t)(len - done), (off_t)(off + done));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0)
+            return mf_errorf(MF_E_IO, "read at offset %llu failed: %s",
+                             (unsigned long long)(off + done), strerror(errno));
+        if (n == 0) break;
+        done += (uint64_t)n;
+    }
+    *got = done;
+    return MF_OK;
+}

@@ -106,16 +106,13 @@ static mf_status bind_norm(const mf_model *m, int fd, const char *name, int64_t 
                          mf_type_name(t->type));
     uint8_t *raw = malloc((size_t)t->n_bytes);
     if (!raw) return mf_errorf(MF_E_NOMEM, "out of memory");
-    uint64_t off = (uint64_t)((const uint8_t *)t->data - m->file->base), done = 0;
-    while (done < t->n_bytes) {
-        ssize_t n = pread(fd, raw + done, (size_t)(t->n_bytes - done), (off_t)(off + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) {
-            free(raw);
-            return mf_errorf(MF_E_IO, "reading tensor '%s': %s", name,
-                             n < 0 ? strerror(errno) : "unexpected end of file");
-        }
-        done += (uint64_t)n;
+    uint64_t off = (uint64_t)((const uint8_t *)t->data - m->file->base), got = 0;
+    mf_status st = mf_pread_full(fd, raw, t->n_bytes, off, &got);
+    if (st == MF_OK && got < t->n_bytes)
+        st = mf_errorf(MF_E_IO, "tensor '%s': unexpected end of file", name);
+    if (st != MF_OK) {
+        free(raw);
+        return st;
     }
     tr->to_float(raw, dst, dim);
     free(raw);

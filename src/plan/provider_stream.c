@@ -27,14 +27,10 @@ typedef struct {
 } planned_ctx;
 
 static mf_status read_at(int fd, uint8_t *dst, uint64_t off, uint64_t len) {
-    for (uint64_t done = 0; done < len;) {
-        ssize_t n = pread(fd, dst + done, (size_t)(len - done), (off_t)(off + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) return mf_errorf(MF_E_IO, "reading weights at offset %llu: %s",
-                                     (unsigned long long)(off + done),
-                                     n < 0 ? strerror(errno) : "unexpected end of file");
-        done += (uint64_t)n;
-    }
+    uint64_t got;
+    TRY(mf_pread_full(fd, dst, len, off, &got));
+    if (got < len) return mf_errorf(MF_E_IO, "weights at offset %llu: unexpected end of file",
+                                    (unsigned long long)off);
     posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
     return MF_OK;
 }

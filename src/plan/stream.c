@@ -91,19 +91,13 @@ static bool pick_work(mf_stream *st, int *unit, stream_buf **buf) {
     return true;
 }
 
+/* The aligned tail past the end of the file is padding: a short read there is fine. */
 static mf_status read_range(mf_stream *st, uint8_t *dst, uint64_t off, uint64_t len) {
-    uint64_t done = 0;
-    while (done < len) {
-        ssize_t n = pread(st->fd, dst + done, (size_t)(len - done), (off_t)(off + done));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return mf_errorf(MF_E_IO, "reading weights at offset %llu: %s",
-                                    (unsigned long long)(off + done), strerror(errno));
-        if (n == 0) break; /* end of file: the aligned tail past it is padding */
-        done += (uint64_t)n;
-    }
+    uint64_t got;
+    TRY(mf_pread_full(st->fd, dst, len, off, &got));
     if (!st->direct && !st->keep_cache)
         posix_fadvise(st->fd, (off_t)off, (off_t)len, POSIX_FADV_DONTNEED);
-    st->stats.bytes_read += done;
+    st->stats.bytes_read += got;
     return MF_OK;
 }
 
