@@ -40,6 +40,10 @@ typedef struct cli_model_opts {
  * *bad is set on a malformed value. */
 bool cli_model_opt(int argc, char **argv, int *i, cli_model_opts *o, bool *bad);
 
+/* -h/--help (prints usage, exits 0) or one of the common model flags. */
+bool cli_common_opt(int argc, char **argv, int *i, cli_model_opts *o, const char *usage,
+                    bool *bad);
+
 /* Tokenize text with BOS per the model (grows the buffer as needed). */
 mf_status cli_tokenize(const mf_model *m, const char *text, int add_bos, int32_t **ids, int *n);
 double cli_now(void); /* monotonic seconds */

@@ -32,11 +32,7 @@ static int parse(int argc, char **argv, batch_opts *o) {
     for (int i = 1; i < argc; i++) {
         const char *v = NULL, *a = argv[i];
         bool bad = false, miss = false;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(usage_text, stdout);
-            exit(0);
-        }
-        if (cli_model_opt(argc, argv, &i, &o->mo, &bad)) {
+        if (cli_common_opt(argc, argv, &i, &o->mo, usage_text, &bad)) {
         } else if (!strcmp(a, "--quiet")) o->quiet = 1;
         else if (cli_opt(argc, argv, &i, "-f", "--file", &v, &miss)) o->file = v;
         else if (cli_opt(argc, argv, &i, "--ids-file", NULL, &v, &miss)) o->ids_file = v;

@@ -24,11 +24,7 @@ static int parse(int argc, char **argv, bench_opts *o) {
         const char *v = NULL, *a = argv[i];
         bool bad = false, miss = false;
         int *dst = NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(usage_text, stdout);
-            exit(0);
-        }
-        if (cli_model_opt(argc, argv, &i, &o->mo, &bad)) {
+        if (cli_common_opt(argc, argv, &i, &o->mo, usage_text, &bad)) {
         } else if (cli_opt(argc, argv, &i, "-p", "--n-prompt", &v, &miss)) dst = &o->n_prompt;
         else if (cli_opt(argc, argv, &i, "-n", "--n-gen", &v, &miss)) dst = &o->n_gen;
         else if (cli_opt(argc, argv, &i, "-r", "--repetitions", &v, &miss)) dst = &o->reps;

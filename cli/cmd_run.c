@@ -45,11 +45,7 @@ static int parse(int argc, char **argv, run_opts *o) {
     for (int i = 1; i < argc; i++) {
         const char *v = NULL, *a = argv[i];
         bool bad = false, miss = false;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(usage_text, stdout);
-            exit(0);
-        }
-        if (cli_model_opt(argc, argv, &i, &o->mo, &bad) || sampler_opt(argc, argv, &i, &o->sp, &bad)) {
+        if (cli_common_opt(argc, argv, &i, &o->mo, usage_text, &bad) || sampler_opt(argc, argv, &i, &o->sp, &bad)) {
         } else if (cli_opt(argc, argv, &i, "-p", "--prompt", &v, &miss)) o->prompt = v;
         else if (cli_opt(argc, argv, &i, "-f", "--file", &v, &miss)) o->prompt_file = v;
         else if (cli_opt(argc, argv, &i, "--ids", NULL, &v, &miss)) o->ids = v;

@@ -172,6 +172,15 @@ bool cli_model_opt(int argc, char **argv, int *i, cli_model_opts *o, bool *bad) 
     return true;
 }
 
+bool cli_common_opt(int argc, char **argv, int *i, cli_model_opts *o, const char *usage,
+                    bool *bad) {
+    if (!strcmp(argv[*i], "-h") || !strcmp(argv[*i], "--help")) {
+        fputs(usage, stdout);
+        exit(0);
+    }
+    return cli_model_opt(argc, argv, i, o, bad);
+}
+
 mf_status cli_tokenize(const mf_model *m, const char *text, int add_bos, int32_t **ids, int *n) {
     size_t len = strlen(text);
     int cap = (int)(len < (1u << 28) ? len : (1u << 28)) + 8;
