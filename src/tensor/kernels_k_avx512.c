@@ -8,10 +8,11 @@
  * (unsigned nibbles times signed q8, exact in int32 for any q8 byte), two
  * sub-blocks per 512-bit register. The one-row kernel reduces the sub-block
  * sums to eight int32 and multiplies them by their scales; the four-row
- * kernel (also used for decoding) packs the partial sums to int16 (exact:
- * each is at most 4*15*128) so that vpmaddwd applies the scales and halves
- * them, reduces the four rows together, and lays the sums out so that lane
- * r of one 4-lane FMA is row r's scalar FMA, in the same order. */
+ * kernel (also used for decoding) packs each row's partial sums to int16
+ * (exact: each is at most 4*15*128) and halves them there, then reduces the
+ * four rows together, multiplies by the scales (unpacked with byte shuffles)
+ * and lays the sums out so that lane r of one 8-lane FMA is row r's scalar
+ * FMA into acc and lane 4 + r its FMA into accm, in the same order. */
 #include "tensor/kernels.h"
 
 #include <immintrin.h>
@@ -101,99 +102,128 @@ static void dot_q4_k(int64_t n, float *s, const void *x, const void *y) {
     *s = acc - accm;
 }
 
-/* Super-blocks per pass of the four-row kernel (4096 elements). */
-#define CHUNK 16
+/* Super-blocks per pass of the four-row kernel (16384 elements; about
+ * 41 KB of stack): rows up to this long are read whole, one after another
+ * (a smaller pass that walks the four rows in pieces reads DRAM far slower
+ * here: 7 instead of 10.6 GB/s at 5632 elements per row, one thread). */
+#define CHUNK 64
 
-/* Per 4-lane vector: (d, dmin) of rows 0..3 of super-block i, times dy. */
-static inline void row_scales(const uint8_t *ai, uint64_t xs, float dyf, __m128 *dx, __m128 *dmx) {
-    __m128 dy = _mm_set1_ps(dyf);
+/* [d of rows 0..3 | dmin of rows 0..3] of super-block i, times dy. */
+static inline __m256 row_scales(const uint8_t *ai, uint64_t xs, float dy) {
     __m128i h = _mm_setr_epi32((int)mf_rd32(ai), (int)mf_rd32(ai + xs), (int)mf_rd32(ai + 2 * xs),
                                (int)mf_rd32(ai + 3 * xs));
-    __m256 dm8 = _mm256_cvtph_ps(h); /* d0 m0 d1 m1 | d2 m2 d3 m3 */
-    __m128 lo = _mm256_castps256_ps128(dm8), hi = _mm256_extractf128_ps(dm8, 1);
-    *dx = _mm_mul_ps(_mm_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)), dy);
-    *dmx = _mm_mul_ps(_mm_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1)), dy);
+    h = _mm_shuffle_epi8(h, _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15));
+    return _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(dy));
 }
 
-/* Scale words for the packed partial sums of q4k_partials: lane L of
- * packs(r0, r1) holds 4 dwords of r0 then 4 of r1, sub-blocks 0|1 (L < 2)
- * or 2|3; of packs(r2, r3) sub-blocks 4|5 or 6|7. */
-#define W4(v) v, v, v, v
-static const uint16_t idx_sc01[32] = {W4(0), W4(1), W4(0), W4(1), W4(2), W4(3), W4(2), W4(3)};
-static const uint16_t idx_sc23[32] = {W4(4), W4(5), W4(4), W4(5), W4(6), W4(7), W4(6), W4(7)};
-/* dword 4p + r of the result: I_p of row r, from the two row pairs' sums */
-static const uint32_t idx_pick[16] = {0, 2, 16, 18, 8, 10, 24, 26, 1, 3, 17, 19, 9, 11, 25, 27};
-static const uint32_t idx_tr4[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
+/* The 8 six-bit scales (bytes 0..7) and mins (8..15) of a block from its
+ * 16-byte head h (d, dmin, 12 scale bytes s = h + 4), with byte shuffles:
+ * sc_j = s_j & 63, mn_j = s_{j+4} & 63 (j < 4); sc_{j+4} = (s_{j+8} & 15) |
+ * (s_j >> 6) << 4, mn_{j+4} = (s_{j+8} >> 4) | (s_{j+4} >> 6) << 4. */
+static inline __m128i k4_scales_mins_v(const uint8_t *h) {
+    const __m128i hv = _mm_loadu_si128((const __m128i *)h);
+    const __m128i ip = _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m128i iq = _mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11);
+    const __m128i sh = _mm_setr_epi16(0, 0, 0, 0, 0, 0, 4, 4);
+    const __m128i m1 = _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15);
+    __m128i lo = _mm_srlv_epi16(_mm_shuffle_epi8(hv, ip), sh);
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(_mm_shuffle_epi8(hv, iq), 2), _mm_set1_epi8(0x30));
+    return _mm_ternarylogic_epi32(lo, m1, hi, 0xEA); /* (lo & m1) | hi */
+}
+
+/* Word j of each 128-bit lane of the min operand: mn_j (byte 8 + j). */
+#define MN 8, -1, 9, -1, 10, -1, 11, -1, 12, -1, 13, -1, 14, -1, 15, -1
+static const int8_t idx_mn[64] = {MN, MN, MN, MN};
+#undef MN
+/* From g (lane p: I_p of rows 0..3) and mm (lane r: M_0..M_3 of row r):
+ * 256-bit half h of the result = [I_p of rows 0..3 | M_p of rows 0..3],
+ * p = h (idx_ip01) or 2 + h (idx_ip23). */
+static const uint32_t idx_ip01[16] = {0, 1, 2, 3, 16, 20, 24, 28, 4, 5, 6, 7, 17, 21, 25, 29};
+static const uint32_t idx_ip23[16] = {8, 9, 10, 11, 18, 22, 26, 30, 12, 13, 14, 15, 19, 23, 27, 31};
 
 /* Stage 1 of the four-row kernel for one row: the vpdpbusd dwords (|.| <=
- * 4*15*128, so int16 packing is exact), times their scales and added in
- * pairs by vpmaddwd: the dwords of m[0] lanes 0-1 add up to I_0, lanes 2-3
- * to I_1, of m[1] to I_2 and I_3; *imin = M_0..M_3. */
-BLOCK_FN void q4k_partials(const uint8_t *a, const q8k_regs *q, __m512i m[2], __m128i *imin) {
+ * 4*15*128) packed to int16, the two halves of each sub-block added (|.| <=
+ * 8*15*128 < 2^15: exact), then pairs added by vpmaddwd: lane p of the
+ * result = [D_2p, D_2p, D_2p+1, D_2p+1] in two parts each (D_j: sub-block
+ * j's dot); *smv = the block's scales and mins. */
+BLOCK_FN __m512i q4k_partials(const uint8_t *a, const q8k_regs *q, __m128i *smv) {
     const __m512i m4 = _mm512_set1_epi8(0x0f), z = _mm512_setzero_si512();
     __m512i w0 = _mm512_loadu_si512(a + 16), w1 = _mm512_loadu_si512(a + 80);
     __m512i r0 = _mm512_dpbusd_epi32(z, _mm512_and_si512(w0, m4), q->y[0]);
     __m512i r1 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(w0, 4), m4), q->y[1]);
     __m512i r2 = _mm512_dpbusd_epi32(z, _mm512_and_si512(w1, m4), q->y[2]);
     __m512i r3 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(w1, 4), m4), q->y[3]);
-    __m256i sm = k4_scales_mins(a + 4);
-    __m512i sm5 = _mm512_zextsi256_si512(sm);
-    m[0] = _mm512_madd_epi16(_mm512_packs_epi32(r0, r1),
-                             _mm512_permutexvar_epi16(_mm512_loadu_si512(idx_sc01), sm5));
-    m[1] = _mm512_madd_epi16(_mm512_packs_epi32(r2, r3),
-                             _mm512_permutexvar_epi16(_mm512_loadu_si512(idx_sc23), sm5));
-    *imin = _mm_madd_epi16(_mm256_extracti128_si256(sm, 1), q->ss);
+    /* lane L of p01: sub-blocks 0|1 (L < 2) or 2|3, 4 words each; of p23: 4|5, 6|7 */
+    __m512i p01 = _mm512_packs_epi32(r0, r1), p23 = _mm512_packs_epi32(r2, r3);
+    __m512i t = _mm512_add_epi16(_mm512_shuffle_i64x2(p01, p23, _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_i64x2(p01, p23, _MM_SHUFFLE(3, 1, 3, 1)));
+    *smv = k4_scales_mins_v(a);
+    return _mm512_madd_epi16(t, _mm512_set1_epi16(1));
 }
 
-/* Stage 2: lane p (128-bit) of *isum = I_p of rows 0..3, of *imin = M_p. */
-BLOCK_FN void q4k_rows_sums(const __m512i m[4][2], const __m128i im[4], __m512 *isum, __m512 *imin) {
-    __m512i h0 = hadd32(m[0][0], m[0][1]), h1 = hadd32(m[1][0], m[1][1]);
-    __m512i h2 = hadd32(m[2][0], m[2][1]), h3 = hadd32(m[3][0], m[3][1]);
-    /* lane L: [row a m[0].L, row a m[1].L, row b m[0].L, row b m[1].L] */
-    __m512i g01 = hadd32(h0, h1), g23 = hadd32(h2, h3);
-    g01 = _mm512_add_epi32(g01, _mm512_shuffle_i32x4(g01, g01, _MM_SHUFFLE(2, 3, 0, 1)));
-    g23 = _mm512_add_epi32(g23, _mm512_shuffle_i32x4(g23, g23, _MM_SHUFFLE(2, 3, 0, 1)));
-    *isum = _mm512_cvtepi32_ps(_mm512_permutex2var_epi32(g01, _mm512_loadu_si512(idx_pick), g23));
-    __m512i mm = _mm512_loadu_si512(im); /* the four rows' M_0..M_3, one after another */
-    *imin = _mm512_cvtepi32_ps(_mm512_permutexvar_epi32(_mm512_loadu_si512(idx_tr4), mm));
+/* Lane p of hadd32(m0, m1) = [D_2p, D_2p+1] of rows a, b; times the scales
+ * [sc_2p, sc_2p+1] of rows a, b (interleaved bytes of their scale vectors). */
+static inline __m512i scaled_pair(__m512i m0, __m512i m1, __m128i va, __m128i vb) {
+    return _mm512_mullo_epi32(hadd32(m0, m1), _mm512_cvtepu8_epi32(_mm_unpacklo_epi16(va, vb)));
 }
 
-/* acc = fma(s_p, d, acc) for the four 128-bit lanes p in order. */
-static inline __m128 chain4(__m512 s, __m128 d, __m128 acc) {
-    acc = _mm_fmadd_ps(_mm512_castps512_ps128(s), d, acc);
-    acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(s, 1), d, acc);
-    acc = _mm_fmadd_ps(_mm512_extractf32x4_ps(s, 2), d, acc);
-    return _mm_fmadd_ps(_mm512_extractf32x4_ps(s, 3), d, acc);
+/* Stage 2: 256-bit half h of *v01 = [I_h of rows 0..3 | M_h of rows 0..3],
+ * of *v23 the same for p = 2 + h; sm = the four rows' scales and mins, ss4
+ * = S_0..S_7 in every lane. */
+BLOCK_FN void q4k_rows_sums(const __m512i m[4], const __m128i sm[4], __m512i ss4, __m512i imn, __m512 *v01,
+                            __m512 *v23) {
+    __m512i s01 = scaled_pair(m[0], m[1], sm[0], sm[1]), s23 = scaled_pair(m[2], m[3], sm[2], sm[3]);
+    __m512i g = hadd32(s01, s23); /* lane p: I_p of rows 0..3 */
+    __m512i sm4 = _mm512_loadu_si512(sm);
+    __m512i mm = _mm512_madd_epi16(_mm512_shuffle_epi8(sm4, imn), ss4); /* lane r: row r's M_0..M_3 */
+    *v01 = _mm512_cvtepi32_ps(_mm512_permutex2var_epi32(g, _mm512_loadu_si512(idx_ip01), mm));
+    *v23 = _mm512_cvtepi32_ps(_mm512_permutex2var_epi32(g, _mm512_loadu_si512(idx_ip23), mm));
+}
+
+static inline __m256 hi256(__m512 v) {
+    return _mm256_castsi256_ps(_mm512_extracti64x4_epi64(_mm512_castps_si512(v), 1));
+}
+
+/* acc = fma(v_p, d, acc) for p = 0..3: the pairs (I_p, M_p) of rows 0..3,
+ * in order, acc = [acc of rows 0..3 | accm of rows 0..3]. */
+static inline __m256 chain4(__m512 v01, __m512 v23, __m256 d, __m256 acc) {
+    acc = _mm256_fmadd_ps(_mm512_castps512_ps256(v01), d, acc);
+    acc = _mm256_fmadd_ps(hi256(v01), d, acc);
+    acc = _mm256_fmadd_ps(_mm512_castps512_ps256(v23), d, acc);
+    return _mm256_fmadd_ps(hi256(v23), d, acc);
 }
 
 /* Four rows in two stages per chunk: the integer partial sums row after
  * row (DRAM streams one sequential row on this VM at ~30 GB/s, four rows
- * walked side by side at ~11), then per super-block the rows' pair sums
- * transposed so that lane r of one 4-lane FMA is row r's scalar FMA, in
- * the reference order. */
+ * walked side by side at ~11), then per super-block the rows' sums
+ * reduced, scaled and transposed so that lane r (4 + r) of one 8-lane FMA
+ * is row r's scalar FMA into acc (accm), in the reference order. */
 static void dot4_q4_k(int64_t n, float s[4], const void *x, uint64_t xs, const void *y) {
     const uint8_t *b = y, *a = x;
     q8k_regs q[CHUNK];
-    __m512i part[CHUNK][4][2];
-    __m128i im[CHUNK][4];
-    __m128 acc = _mm_setzero_ps(), accm = acc;
+    __m512i part[CHUNK][4], ssp[CHUNK];
+    __m128i smv[CHUNK][4];
+    const __m512i imn = _mm512_loadu_si512(idx_mn);
+    __m256 acc = _mm256_setzero_ps();
     int64_t nb = n / QK_K;
     for (int64_t i0 = 0; i0 < nb; i0 += CHUNK) {
         int m = nb - i0 < CHUNK ? (int)(nb - i0) : CHUNK;
         const uint8_t *ai = a + (uint64_t)i0 * XB, *bi = b + (uint64_t)i0 * MF_Q8_K_BYTES;
-        for (int k = 0; k < m; k++) q[k] = q8k_load(bi + (uint64_t)k * MF_Q8_K_BYTES);
-        for (int r = 0; r < 4; r++)
-            for (int k = 0; k < m; k++) q4k_partials(ai + r * xs + (uint64_t)k * XB, &q[k], part[k][r], &im[k][r]);
         for (int k = 0; k < m; k++) {
-            __m128 dx, dmx;
-            __m512 vi, vm;
-            row_scales(ai + (uint64_t)k * XB, xs, q8k_d(bi + (uint64_t)k * MF_Q8_K_BYTES), &dx, &dmx);
-            q4k_rows_sums((const __m512i(*)[2])part[k], im[k], &vi, &vm);
-            acc = chain4(vi, dx, acc);
-            accm = chain4(vm, dmx, accm);
+            q[k] = q8k_load(bi + (uint64_t)k * MF_Q8_K_BYTES);
+            ssp[k] = _mm512_broadcast_i32x4(q[k].ss);
+        }
+        for (int r = 0; r < 4; r++)
+            for (int k = 0; k < m; k++)
+                part[k][r] = q4k_partials(ai + r * xs + (uint64_t)k * XB, &q[k], &smv[k][r]);
+        for (int k = 0; k < m; k++) {
+            __m512 v01, v23;
+            __m256 d = row_scales(ai + (uint64_t)k * XB, xs, q8k_d(bi + (uint64_t)k * MF_Q8_K_BYTES));
+            q4k_rows_sums(part[k], smv[k], ssp[k], imn, &v01, &v23);
+            acc = chain4(v01, v23, d, acc);
         }
     }
-    _mm_storeu_ps(s, _mm_sub_ps(acc, accm));
+    _mm_storeu_ps(s, _mm_sub_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)));
 }
 
 void mf_avx512_install_k(mf_type_traits table[MF_TYPE_COUNT]) {

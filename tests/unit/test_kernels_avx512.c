@@ -4,10 +4,12 @@
  * For every type with an AVX-512 kernel: random block bytes (scales made
  * finite, q8_K bsums consistent with their qs, everything else any byte,
  * -128 activations included) and rows quantized from random floats, at
- * lengths from one block to 4352; the one-row kernel and each row of the
- * four-row kernel must give exactly the reference's float. The active table
- * holds the AVX-512 kernels only on a CPU with AVX-512 F/BW/VL/VNNI and
- * without MF_FORCE_REF; otherwise the test says so and checks nothing. */
+ * lengths from one block to 17152 (more than one pass of the four-row
+ * kernels: 8192 elements for q4_0/iq4_nl, 16384 for q4_K); the one-row
+ * kernel and each row of the four-row kernel must give exactly the
+ * reference's float. The active table holds the AVX-512 kernels only on a
+ * CPU with AVX-512 F/BW/VL/VNNI and without MF_FORCE_REF; otherwise the
+ * test says so and checks nothing. */
 #include "tensor/kernels.h"
 #include "test.h"
 
@@ -113,8 +115,8 @@ int main(void) {
         printf("kernels_avx512: no AVX-512 VNNI kernels in use (CPU or MF_FORCE_REF); skipped\n");
         return test_report("kernels_avx512");
     }
-    static const int64_t len32[] = {32, 64, 96, 128, 160, 224, 256, 512, 2048, 4352};
-    static const int64_t len256[] = {256, 512, 768, 2048, 4352};
+    static const int64_t len32[] = {32, 64, 96, 128, 160, 224, 256, 512, 2048, 4352, 17152};
+    static const int64_t len256[] = {256, 512, 768, 2048, 4352, 17152};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         int t = types[i];
         bool k = mf_type_layout_of(t)->block == 256;
