@@ -27,6 +27,29 @@ static inline uint32_t mf_rd32(const uint8_t *p) {
 }
 static inline void mf_wr16(uint8_t *p, uint16_t v) { memcpy(p, &v, sizeof v); }
 
+/* ggml's nearest_int: adding 1.5*2^23 leaves round-to-nearest-even of v in
+ * the low mantissa bits (|v| < 2^22; bounded garbage, never UB, outside). */
+static inline int mf_nearest_int(float v) {
+    float t = v + 12582912.0f;
+    uint32_t u;
+    memcpy(&u, &t, sizeof u);
+    return (int)(u & 0x007fffff) - 0x00400000;
+}
+static inline int mf_clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* ggml's make_qkx2_quants (quant_search.c): x ~ scale*L - min over n <= 32
+ * values, L in 0..nmax, min <= 0; starts from the range fit, then tries
+ * iscale = (nmax + rmin + rdelta*k)/(max - min), k = 0..nstep, each refined by
+ * weighted least squares; keeps the smallest weighted error (|e| when
+ * use_mad, else e^2). Returns the scale, stores -min in *the_min. */
+typedef struct mf_qkx_search {
+    float rmin, rdelta;
+    int nstep;
+    bool use_mad;
+} mf_qkx_search;
+float mf_qkx2_quants(int n, int nmax, const float *x, const float *w, uint8_t *L, float *the_min,
+                     const mf_qkx_search *sp);
+
 /* ---- scalar reference kernels (kernels_ref.c, kernels_quant_ref.c) ---- */
 void mf_ref_f32_to_float(const void *src, float *dst, int64_t n);
 void mf_ref_f32_from_float(const float *src, void *dst, int64_t n);

@@ -22,17 +22,6 @@
 #define IQ4XS_BYTES 136
 #define GROUP_EPS 1e-15f /* ggml's GROUP_MAX_EPS: below it a group is all zero */
 
-/* Round to nearest, ties to even, by adding 1.5*2^23 (ggml's nearest_int);
- * valid for |v| < 2^22, and bounded garbage, never UB, outside that. */
-static inline int nearest_int(float v) {
-    float t = v + 12582912.0f;
-    uint32_t u;
-    memcpy(&u, &t, sizeof u);
-    return (int)(u & 0x007fffff) - 0x00400000;
-}
-
-static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
-
 /* l + l+4, then + l+2, then + l+1: hsum_float_8 in ggml's x86 code. */
 static float lanes8_sum(const float v[8]) {
     float s4[4];
@@ -169,80 +158,6 @@ static void pack_2bit(const uint8_t L[QK_K], uint8_t qs[64]) {
 
 /* ---- q2_K: {u8 scales[16] (scale | min << 4); u8 qs[64]; f16 d; f16 dmin} ---- */
 
-typedef struct {
-    float rmin, rdelta; /* candidate iscale = (nmax + rmin + rdelta*k) / (max - min) */
-    int nstep;          /* k = 0..nstep */
-    bool use_mad;       /* |error| instead of error^2 */
-} qkx_search;
-
-/* Initial L for x ~ scale*L - the_min (ggml's make_qkx2_quants, same float
- * operations in the same order): returns the best error seen. */
-static float qkx2_init(int n, int nmax, const float *x, const float *w, float min, float max,
-                       bool use_mad, uint8_t *L) {
-    float iscale = (float)nmax / (max - min), scale = 1 / iscale, err = 0;
-    for (int i = 0; i < n; i++) {
-        L[i] = (uint8_t)clampi(nearest_int(iscale * (x[i] - min)), 0, nmax);
-        float diff = scale * (float)L[i] + min - x[i];
-        diff = use_mad ? fabsf(diff) : diff * diff;
-        err += w[i] * diff;
-    }
-    return err;
-}
-
-/* ggml's make_qkx2_quants: the best (scale, min <= 0) over candidate
- * iscales, each refined by weighted least squares. *the_min = -min. */
-static float qkx2_quants(int n, int nmax, const float *x, const float *w, uint8_t *L,
-                         float *the_min, const qkx_search *sp) {
-    uint8_t Laux[32];
-    float min = x[0], max = x[0], sum_w = w[0], sum_x = sum_w * x[0];
-    for (int i = 1; i < n; i++) {
-        if (x[i] < min) min = x[i];
-        if (x[i] > max) max = x[i];
-        sum_w += w[i];
-        sum_x += w[i] * x[i];
-    }
-    if (min > 0) min = 0;
-    if (max == min) {
-        memset(L, 0, (size_t)n);
-        *the_min = -min;
-        return 0.0f;
-    }
-    float best = qkx2_init(n, nmax, x, w, min, max, sp->use_mad, L), scale = 1 / ((float)nmax / (max - min));
-    for (int is = 0; is <= sp->nstep; is++) {
-        float iscale = (sp->rmin + sp->rdelta * (float)is + (float)nmax) / (max - min);
-        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-        for (int i = 0; i < n; i++) {
-            int l = clampi(nearest_int(iscale * (x[i] - min)), 0, nmax);
-            Laux[i] = (uint8_t)l;
-            sum_l += w[i] * (float)l;
-            sum_l2 += w[i] * (float)l * (float)l;
-            sum_xl += w[i] * (float)l * x[i];
-        }
-        float D = sum_w * sum_l2 - sum_l * sum_l;
-        if (!(D > 0)) continue;
-        float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-        float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-        if (this_min > 0) {
-            this_min = 0;
-            this_scale = sum_xl / sum_l2;
-        }
-        float err = 0;
-        for (int i = 0; i < n; i++) {
-            float diff = this_scale * (float)Laux[i] + this_min - x[i];
-            diff = sp->use_mad ? fabsf(diff) : diff * diff;
-            err += w[i] * diff;
-        }
-        if (err < best) {
-            memcpy(L, Laux, (size_t)n);
-            best = err;
-            scale = this_scale;
-            min = this_min;
-        }
-    }
-    *the_min = -min;
-    return scale;
-}
-
 /* 4-bit scale and min codes against d = max/div (ggml: div = 15), then each
  * value re-rounded against its coded scale and min (quantize_row_q2_K_ref's
  * tail; the clamps change nothing when div = 15). L holds the sub-block
@@ -258,8 +173,8 @@ static void q2k_finish(const float *x, const float sc[16], const float mn[16], f
     mf_wr16(blk + 80, mf_f32_to_f16(max_scale > 0 ? max_scale / div_s : 0.0f));
     mf_wr16(blk + 82, mf_f32_to_f16(max_min > 0 ? max_min / div_m : 0.0f));
     for (int j = 0; j < 16; j++) {
-        int ls = max_scale > 0 ? clampi(nearest_int(div_s / max_scale * sc[j]), 0, 15) : 0;
-        int lm = max_min > 0 ? clampi(nearest_int(div_m / max_min * mn[j]), 0, 15) : 0;
+        int ls = max_scale > 0 ? mf_clampi(mf_nearest_int(div_s / max_scale * sc[j]), 0, 15) : 0;
+        int lm = max_min > 0 ? mf_clampi(mf_nearest_int(div_m / max_min * mn[j]), 0, 15) : 0;
         blk[j] = (uint8_t)(ls | (lm << 4));
     }
     float d = mf_f16_to_f32(mf_rd16(blk + 80)), dmin = mf_f16_to_f32(mf_rd16(blk + 82));
@@ -268,7 +183,7 @@ static void q2k_finish(const float *x, const float sc[16], const float mn[16], f
         if (!dl) continue;
         float ml = dmin * (float)(blk[j] >> 4);
         for (int i = 0; i < 16; i++)
-            L[16 * j + i] = (uint8_t)clampi(nearest_int((x[16 * j + i] + ml) / dl), 0, 3);
+            L[16 * j + i] = (uint8_t)mf_clampi(mf_nearest_int((x[16 * j + i] + ml) / dl), 0, 3);
     }
     pack_2bit(L, blk + 16);
 }
@@ -276,12 +191,12 @@ static void q2k_finish(const float *x, const float sc[16], const float mn[16], f
 /* quantize_row_q2_K_ref: per 16 values, weights |x| and mean absolute error. */
 static void q2k_block_ref(const float *x, const float *w_unused, uint8_t *blk) {
     (void)w_unused;
-    static const qkx_search sp = {-0.5f, 0.1f, 15, true};
+    static const mf_qkx_search sp = {-0.5f, 0.1f, 15, true};
     uint8_t L[QK_K];
     float sc[16], mn[16], w[16];
     for (int j = 0; j < 16; j++) {
         for (int i = 0; i < 16; i++) w[i] = fabsf(x[16 * j + i]);
-        sc[j] = qkx2_quants(16, 3, x + 16 * j, w, L + 16 * j, &mn[j], &sp);
+        sc[j] = mf_qkx2_quants(16, 3, x + 16 * j, w, L + 16 * j, &mn[j], &sp);
     }
     q2k_finish(x, sc, mn, 15.0f, 15.0f, L, blk);
 }
@@ -290,12 +205,12 @@ static void q2k_block_ref(const float *x, const float *w_unused, uint8_t *blk) {
  * and squared error, more candidates, then the super-block scales coded
  * against three divisors each; the best weighted error wins. */
 static void q2k_block_weighted(const float *x, const float *w, uint8_t *blk) {
-    static const qkx_search sp = {-1.0f, 0.1f, 20, false};
+    static const mf_qkx_search sp = {-1.0f, 0.1f, 20, false};
     static const float divs[3] = {15.0f, 14.5f, 14.0f};
     uint8_t L[QK_K], Lt[QK_K], tmp[Q2K_BYTES];
     float sc[16], mn[16];
     double best = INFINITY;
-    for (int j = 0; j < 16; j++) sc[j] = qkx2_quants(16, 3, x + 16 * j, w + 16 * j, L + 16 * j, &mn[j], &sp);
+    for (int j = 0; j < 16; j++) sc[j] = mf_qkx2_quants(16, 3, x + 16 * j, w + 16 * j, L + 16 * j, &mn[j], &sp);
     for (int a = 0; a < 3; a++) {
         for (int b = 0; b < 3; b++) {
             memcpy(Lt, L, sizeof Lt);
@@ -324,7 +239,7 @@ static float q3_quants(const float *x, int8_t *L) {
     }
     float iscale = -(float)nmax / max, sumlx = 0, suml2 = 0;
     for (int i = 0; i < n; i++) {
-        int l = clampi(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+        int l = mf_clampi(mf_nearest_int(iscale * x[i]), -nmax, nmax - 1);
         L[i] = (int8_t)l;
         float w = x[i] * x[i];
         sumlx += w * x[i] * (float)l;
@@ -337,7 +252,7 @@ static float q3_quants(const float *x, int8_t *L) {
             float slx = sumlx - w * x[i] * (float)L[i];
             if (!(slx > 0)) continue;
             float sl2 = suml2 - w * (float)L[i] * (float)L[i];
-            int new_l = clampi(nearest_int(x[i] * sl2 / slx), -nmax, nmax - 1);
+            int new_l = mf_clampi(mf_nearest_int(x[i] * sl2 / slx), -nmax, nmax - 1);
             if (new_l == L[i]) continue;
             slx += w * x[i] * (float)new_l;
             sl2 += w * (float)new_l * (float)new_l;
@@ -367,7 +282,7 @@ static void q3k_finish(const float *x, const float sc[16], float div, int8_t L[Q
     if (max_scale != 0) {
         float iscale = -div / max_scale;
         for (int j = 0; j < 16; j++) {
-            int l = clampi(nearest_int(iscale * sc[j]), -32, 31) + 32;
+            int l = mf_clampi(mf_nearest_int(iscale * sc[j]), -32, 31) + 32;
             s[j % 8] |= (uint8_t)((l & 0xf) << (j < 8 ? 0 : 4));
             s[8 + j % 4] |= (uint8_t)((l >> 4) << (2 * (j / 4)));
         }
@@ -380,7 +295,7 @@ static void q3k_finish(const float *x, const float sc[16], float div, int8_t L[Q
         float dl = d * (float)code[j];
         if (!dl) continue;
         for (int i = 0; i < 16; i++)
-            L[16 * j + i] = (int8_t)(clampi(nearest_int(x[16 * j + i] / dl), -4, 3) + 4);
+            L[16 * j + i] = (int8_t)(mf_clampi(mf_nearest_int(x[16 * j + i] / dl), -4, 3) + 4);
     }
     uint8_t lo[QK_K];
     memset(blk, 0, 32);
@@ -412,7 +327,7 @@ static float q3_weighted_scale(const float *x, const float *w) {
         float target = t < 21 ? -4.0f + 0.1f * (float)(t - 10) : 3.0f + 0.1f * (float)(t - 31);
         float iscale = target / max, sumlx = 0, suml2 = 0;
         for (int i = 0; i < 16; i++) {
-            float l = (float)clampi(nearest_int(iscale * x[i]), -4, 3);
+            float l = (float)mf_clampi(mf_nearest_int(iscale * x[i]), -4, 3);
             sumlx += w[i] * x[i] * l;
             suml2 += w[i] * l * l;
         }
@@ -503,7 +418,7 @@ static void iq4xs_finish(const float *x, const float sc[8], float div, uint8_t *
     mf_wr16(blk, mf_f32_to_f16(d));
     memset(blk + 4, 0, 4);
     for (int ib = 0; ib < 8; ib++) {
-        int l = clampi(nearest_int(id * sc[ib]), -32, 31);
+        int l = mf_clampi(mf_nearest_int(id * sc[ib]), -32, 31);
         float dl = d * (float)l, idl = dl ? 1 / dl : 0.0f;
         for (int j = 0; j < 32; j++) L[32 * ib + j] = (uint8_t)iq4_best_index(idl * x[32 * ib + j]);
         l += 32;

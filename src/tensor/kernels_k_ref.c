@@ -19,15 +19,6 @@
 
 /* ---- q8_K {f32 d; i8 qs[256]; i16 bsums[16]} (292 bytes) ---- */
 
-/* ggml's nearest_int: adding 1.5*2^23 leaves round-to-nearest-even of v in
- * the low mantissa bits (|v| < 2^22). The caller keeps v finite. */
-static inline int nearest_int(float v) {
-    float t = v + 12582912.0f;
-    uint32_t u;
-    memcpy(&u, &t, sizeof u);
-    return (int)(u & 0x007fffff) - 0x00400000;
-}
-
 /* The value of largest magnitude keeps its sign: iscale = -127/max makes
  * it -127, so d = 1/iscale may be negative (ggml does the same). A NaN is
  * never the max (the > comparison skips it) and quantizes to 0. */
@@ -55,7 +46,7 @@ void mf_ref_q8_k_from_float(const float *src, void *dst, int64_t n) {
                  * iscale in range; NaN -> 0 */
                 float v = iscale * x[j];
                 v = v == v ? fminf(fmaxf(v, -127.0f), 127.0f) : 0.0f;
-                qs[j] = (int8_t)nearest_int(v);
+                qs[j] = (int8_t)mf_nearest_int(v);
             }
             d = 1.0f / iscale;
         }
@@ -106,67 +97,12 @@ static void scale_min_put(uint8_t *s, int j, int sc, int mn) {
     }
 }
 
-static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
-
-/* x ~ scale*L - min over 32 values, L in 0..nmax: ggml's make_qkx2_quants
- * (squared error, weights w). Starts from the range fit, then tries nstep+1
- * stretched grids iscale = (nmax + rmin + rdelta*is)/(max-min); for each it
- * solves the weighted least squares (scale, min), keeps min <= 0, and keeps
- * the grid with the smallest weighted error. Stores -min in *neg_min. */
+/* x ~ scale*L - min over 32 values (ggml's make_qkx2_quants, squared
+ * error): the shared search of quant_search.c. Stores -min in *neg_min. */
 static float qkx2_search(const float *x, const float *w, int nmax, uint8_t *L, float *neg_min,
                          float rmin, float rdelta, int nstep) {
-    float min = x[0], max = x[0], sum_w = w[0], sum_x = w[0] * x[0];
-    for (int i = 1; i < 32; i++) {
-        if (x[i] < min) min = x[i];
-        if (x[i] > max) max = x[i];
-        sum_w += w[i];
-        sum_x += w[i] * x[i];
-    }
-    if (min > 0) min = 0;
-    if (max == min) {
-        memset(L, 0, 32);
-        *neg_min = -min;
-        return 0.0f;
-    }
-    float iscale = (float)nmax / (max - min), scale = 1 / iscale, best = 0;
-    for (int i = 0; i < 32; i++) {
-        L[i] = (uint8_t)clampi(nearest_int(iscale * (x[i] - min)), 0, nmax);
-        float diff = scale * L[i] + min - x[i];
-        best += w[i] * (diff * diff);
-    }
-    uint8_t aux[32];
-    for (int is = 0; is <= nstep; is++) {
-        iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
-        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-        for (int i = 0; i < 32; i++) {
-            int l = clampi(nearest_int(iscale * (x[i] - min)), 0, nmax);
-            aux[i] = (uint8_t)l;
-            sum_l += w[i] * (float)l;
-            sum_l2 += w[i] * (float)l * (float)l;
-            sum_xl += w[i] * (float)l * x[i];
-        }
-        float D = sum_w * sum_l2 - sum_l * sum_l;
-        if (!(D > 0)) continue;
-        float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-        float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-        if (this_min > 0) {
-            this_min = 0;
-            this_scale = sum_xl / sum_l2;
-        }
-        float err = 0;
-        for (int i = 0; i < 32; i++) {
-            float diff = this_scale * aux[i] + this_min - x[i];
-            err += w[i] * (diff * diff);
-        }
-        if (err < best) {
-            memcpy(L, aux, 32);
-            best = err;
-            scale = this_scale;
-            min = this_min;
-        }
-    }
-    *neg_min = -min;
-    return scale;
+    const mf_qkx_search sp = {rmin, rdelta, nstep, false};
+    return mf_qkx2_quants(32, nmax, x, w, L, neg_min, &sp);
 }
 
 /* x ~ scale*(L - nmax) over n values, L in 0..2*nmax-1: ggml's
@@ -191,7 +127,7 @@ static float qx_search(int n, int nmax, const float *x, int8_t *L, const float *
         float iscale = is == 0 ? -(float)nmax / max : -((float)nmax + 0.1f * (float)(is - 10)) / max;
         float sumlx = 0, suml2 = 0;
         for (int i = 0; i < n; i++) {
-            int l = clampi(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+            int l = mf_clampi(mf_nearest_int(iscale * x[i]), -nmax, nmax - 1);
             float w = qw ? qw[i] : x[i] * x[i];
             sumlx += w * x[i] * (float)l;
             suml2 += w * (float)l * (float)l;
@@ -199,7 +135,7 @@ static float qx_search(int n, int nmax, const float *x, int8_t *L, const float *
         bool take = is == 0 ? true : (suml2 > 0 && sumlx * sumlx > best * suml2);
         if (!take) continue;
         for (int i = 0; i < n; i++)
-            L[i] = (int8_t)(nmax + clampi(nearest_int(iscale * x[i]), -nmax, nmax - 1));
+            L[i] = (int8_t)(nmax + mf_clampi(mf_nearest_int(iscale * x[i]), -nmax, nmax - 1));
         scale = is == 0 ? (suml2 ? sumlx / suml2 : 0.0f) : sumlx / suml2;
         best = scale * sumlx;
     }
@@ -219,7 +155,7 @@ static void block_weights(const float *imp, float w[QK_K]) {
 /* The 6-bit code ggml gives a sub-block scale: nearest(inv * v), wrapped
  * through uint8 as ggml's uint8_t assignment does, then capped at 63. */
 static int code6(float inv, float v) {
-    int c = (uint8_t)nearest_int(inv * v);
+    int c = (uint8_t)mf_nearest_int(inv * v);
     return c > 63 ? 63 : c;
 }
 
@@ -228,7 +164,7 @@ static int code6(float inv, float v) {
 static float k45_levels(const float *x, const float *w, int nmax, float dl, float ml, uint8_t *L) {
     float err = 0;
     for (int i = 0; i < 32; i++) {
-        L[i] = (uint8_t)clampi(nearest_int((x[i] + ml) / dl), 0, nmax);
+        L[i] = (uint8_t)mf_clampi(mf_nearest_int((x[i] + ml) / dl), 0, nmax);
         float diff = dl * (float)L[i] - ml - x[i];
         err += (w ? w[i] : 1.0f) * diff * diff;
     }
@@ -336,7 +272,7 @@ static void q5_k_block(const float *x, const float *w, uint8_t *p) {
 static float q6_levels(const float *x, const float *w, float dl, int8_t *L) {
     float err = 0;
     for (int i = 0; i < 16; i++) {
-        int l = clampi(nearest_int(x[i] / dl), -32, 31);
+        int l = mf_clampi(mf_nearest_int(x[i] / dl), -32, 31);
         L[i] = (int8_t)(l + 32);
         float diff = dl * (float)l - x[i];
         err += (w ? w[i] : 1.0f) * diff * diff;
@@ -398,7 +334,7 @@ static void q6_k_block(const float *x, const float *w, uint8_t *p) {
     float d = mf_f16_to_f32(dh);
     int8_t *sc = (int8_t *)(p + 192);
     for (int g = 0; g < 16; g++) {
-        int c = nearest_int(iscale * scales[g]);
+        int c = mf_nearest_int(iscale * scales[g]);
         sc[g] = (int8_t)(c > 127 ? 127 : c);
         if (w && d != 0) sc[g] = (int8_t)q6_refine(x + 16 * g, w + 16 * g, d, sc[g]);
     }
