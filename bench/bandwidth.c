@@ -72,6 +72,7 @@ typedef struct {
     int type;
     uint64_t bytes;      /* one matrix */
     int copies;
+    bool packed;         /* w in the type's packed layout (mf_matmul_packed_ld) */
     uint8_t *w;          /* copies * bytes */
     float *x, *y;
     void *scratch;
@@ -97,6 +98,20 @@ static bool mm_setup(mm_bench *b, int type) {
     return true;
 }
 
+/* Pack every copy in place (the layout a session uses where it can). */
+static bool mm_pack(mm_bench *b) {
+    for (int c = 0; c < b->copies; c++)
+        if (!mf_pack_rows(b->type, b->w + b->bytes * (uint64_t)c, b->w + b->bytes * (uint64_t)c, N_IN, N_OUT))
+            return false;
+    b->packed = true;
+    return true;
+}
+
+static void mm_run(mm_bench *b, mf_pool *pool, const uint8_t *w, int64_t n_tok) {
+    (b->packed ? mf_matmul_packed_ld : mf_matmul_ld)(pool, w, b->type, N_IN, N_OUT, b->x, n_tok, b->y,
+                                                     N_OUT, b->scratch);
+}
+
 static void mm_free(mm_bench *b) {
     free(b->w); free(b->x); free(b->y); free(b->scratch);
 }
@@ -108,8 +123,7 @@ static double decode_gbs(mm_bench *b, mf_pool *pool, int copies) {
     for (int rep = 0; rep < REPS; rep++) {
         double t0 = mf_time_s();
         for (int i = 0; i < calls; i++)
-            mf_matmul(pool, b->w + b->bytes * (uint64_t)(i % copies), b->type, N_IN, N_OUT, b->x, 1,
-                      b->y, b->scratch);
+            mm_run(b, pool, b->w + b->bytes * (uint64_t)(i % copies), 1);
         double gbs = (double)b->bytes * calls / (mf_time_s() - t0) / 1e9;
         if (gbs > best) best = gbs;
     }
@@ -120,14 +134,22 @@ static double prompt_gflops(mm_bench *b, mf_pool *pool) {
     double best = 0;
     for (int rep = 0; rep < 3; rep++) {
         double t0 = mf_time_s();
-        mf_matmul(pool, b->w, b->type, N_IN, N_OUT, b->x, PROMPT, b->y, b->scratch);
+        mm_run(b, pool, b->w, PROMPT);
         double gf = 2.0 * N_IN * N_OUT * PROMPT / (mf_time_s() - t0) / 1e9;
         if (gf > best) best = gf;
     }
     return best;
 }
 
-int main(void) {
+/* Types named on the command line only (e.g. `bandwidth q4_K q8_0`); all
+ * of them otherwise. */
+static bool wanted(int type, int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (mf_type_from_name(argv[i]) == type) return true;
+    return argc <= 1;
+}
+
+int main(int argc, char **argv) {
     uint8_t *buf = aligned_alloc(64, BUF_BYTES);
     if (!buf) return 1;
     memset(buf, 1, BUF_BYTES);
@@ -151,17 +173,22 @@ int main(void) {
                                 MF_TYPE_IQ4_NL};
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         mm_bench b = {0};
+        if (!wanted(types[t], argc, argv)) continue;
         if (!mm_setup(&b, types[t])) return 1;
-        for (int nth = 1; nth <= 2; nth++) {
-            mf_pool *pool = NULL;
-            if (mf_pool_create(nth, &pool) != MF_OK) return 1;
-            double cold = decode_gbs(&b, pool, b.copies), hot = decode_gbs(&b, pool, 1);
-            double gf = prompt_gflops(&b, pool);
-            len += snprintf(table + len, sizeof table - (size_t)len,
-                            "| %s | %.1f | %d | %.1f | %.0f%% | %.1f | %.3f | %.1f |\n",
-                            mf_type_name(types[t]), b.bytes / 1048576.0, nth, cold,
-                            100.0 * cold / bw[nth], hot, b.bytes / cold / 1e6, gf);
-            mf_pool_free(pool);
+        /* row-major, then (where the CPU has a kernel for it) packed */
+        for (int layout = 0; layout < 2; layout++) {
+            if (layout == 1 && !(mf_can_pack(types[t], N_IN, N_OUT) && mm_pack(&b))) break;
+            for (int nth = 1; nth <= 2; nth++) {
+                mf_pool *pool = NULL;
+                if (mf_pool_create(nth, &pool) != MF_OK) return 1;
+                double cold = decode_gbs(&b, pool, b.copies), hot = decode_gbs(&b, pool, 1);
+                double gf = prompt_gflops(&b, pool);
+                len += snprintf(table + len, sizeof table - (size_t)len,
+                                "| %s%s | %.1f | %d | %.1f | %.0f%% | %.1f | %.3f | %.1f |\n",
+                                mf_type_name(types[t]), b.packed ? " packed" : "", b.bytes / 1048576.0,
+                                nth, cold, 100.0 * cold / bw[nth], hot, b.bytes / cold / 1e6, gf);
+                mf_pool_free(pool);
+            }
         }
         mm_free(&b);
     }

@@ -144,8 +144,8 @@ static void matmul(mf_session *s, const mf_weight *w, const float *x, int T, flo
         int64_t r0;
         s->fwd_error = pv->acquire(pv->ctx, w, p, &v, &r0);
         if (s->fwd_error != MF_OK) return;
-        mf_matmul_ld(s->pool, v.data, v.type, v.n_in, v.n_out, x, T, y + r0, w->n_out,
-                     s->mm_scratch);
+        (v.packed ? mf_matmul_packed_ld : mf_matmul_ld)(s->pool, v.data, v.type, v.n_in, v.n_out, x, T,
+                                                        y + r0, w->n_out, s->mm_scratch);
         pv->release(pv->ctx, w, p);
     }
 }

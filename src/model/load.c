@@ -240,3 +240,11 @@ void mf_model_free(mf_model *m) {
     free(m->path);
     free(m);
 }
+
+const mf_weight *mf_model_weight(const mf_model *m, int id) {
+    if (id == m->hp.n_layers * MF_LAYER_MATS) return &m->output;
+    const mf_layer *L = &m->layers[id / MF_LAYER_MATS];
+    const mf_weight *ws[MF_LAYER_MATS] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up,
+                                          &L->w_down};
+    return ws[id % MF_LAYER_MATS];
+}

@@ -18,6 +18,7 @@ typedef struct mf_weight {
     int64_t n_out;     /* rows (ne[1]) */
     const char *name;  /* borrowed from the gguf */
     int id;            /* matrix number in forward order: layer*7 + k, output n_layers*7 */
+    bool packed;       /* data in the type's packed layout (tensor.h), not rows */
 } mf_weight;
 
 #define MF_LAYER_MATS 7  /* wq wk wv wo w_gate w_up w_down */
@@ -51,6 +52,9 @@ struct mf_model {
     char format[16];
     char *path;               /* the file, for streaming */
 };
+
+/* Matrix number id (mf_weight.id: layer*7 + k, the output last). */
+const mf_weight *mf_model_weight(const mf_model *m, int id);
 
 /* Read hyperparameters and bind tensors; fills m (file already opened). */
 mf_status mf_model_bind(mf_model *m);

@@ -1,10 +1,22 @@
-/* provider.c — the mapped weight provider: every matrix is used in place
- * from the file mapping, whole, as llama.cpp's mmap loading does. */
+/* provider.c — the mapped weight provider: every matrix is used from the
+ * file mapping, whole, as llama.cpp's mmap loading does, except the
+ * matrices this CPU multiplies faster in a packed layout (tensor.h): those
+ * are packed once into memory the provider owns, and their mapped pages
+ * are given back, as llama.cpp's repacking CPU buffers do. */
 #include "model/provider.h"
 
 #include "tensor/tensor.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+typedef struct {
+    mf_model *m;
+    int n_weights;
+    void **packed;  /* (n_weights): packed copy of weight id, or NULL */
+} mapped_ctx;
 
 static int mapped_n_parts(void *ctx, const mf_weight *w) {
     (void)ctx;
@@ -12,11 +24,15 @@ static int mapped_n_parts(void *ctx, const mf_weight *w) {
     return 1;
 }
 
-static mf_status mapped_acquire(void *ctx, const mf_weight *w, int p, mf_weight *view,
+static mf_status mapped_acquire(void *vctx, const mf_weight *w, int p, mf_weight *view,
                                 int64_t *row0) {
-    (void)ctx;
+    const mapped_ctx *c = vctx;
     (void)p;
     *view = *w;
+    if (c->packed && w->id >= 0 && w->id < c->n_weights && c->packed[w->id]) {
+        view->data = c->packed[w->id];
+        view->packed = true;
+    }
     *row0 = 0;
     return MF_OK;
 }
@@ -27,13 +43,62 @@ static void mapped_release(void *ctx, const mf_weight *w, int p) {
     (void)p;
 }
 
-static mf_status mapped_embd_row(void *ctx, int32_t id, float *dst) {
-    const mf_model *m = ctx;
+static mf_status mapped_embd_row(void *vctx, int32_t id, float *dst) {
+    const mf_model *m = ((const mapped_ctx *)vctx)->m;
     mf_get_row(m->tok_embd.data, m->tok_embd.type, m->hp.dim, id, dst);
     return MF_OK;
 }
 
-mf_status mf_provider_mapped(mf_model *m, mf_provider *out) {
-    *out = (mf_provider){m, mapped_n_parts, mapped_acquire, mapped_release, mapped_embd_row, NULL};
+static void mapped_destroy(void *vctx) {
+    mapped_ctx *c = vctx;
+    if (!c) return;
+    for (int i = 0; c->packed && i < c->n_weights; i++) free(c->packed[i]);
+    free(c->packed);
+    free(c);
+}
+
+/* Drop the mapped pages wholly inside [p, p + len) from this process (they
+ * are re-read from the page cache if touched again). */
+static void unmap_pages(const void *p, uint64_t len) {
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)p, e = a + len;
+    uintptr_t lo = (a + pg - 1) / pg * pg, hi = e / pg * pg;
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+static mf_status pack_weight(mapped_ctx *c, const mf_weight *w) {
+    uint64_t row;
+    if (!mf_can_pack(w->type, w->n_in, w->n_out) ||
+        !mf_type_row_bytes(w->type, (uint64_t)w->n_in, &row))
+        return MF_OK;
+    uint64_t bytes = row * (uint64_t)w->n_out;
+    void *dst = NULL;
+    if (posix_memalign(&dst, 64, (size_t)bytes) != 0)
+        return mf_errorf(MF_E_NOMEM, "out of memory packing '%s' (%llu bytes)", w->name,
+                         (unsigned long long)bytes);
+    c->packed[w->id] = dst;
+    if (!mf_pack_rows(w->type, w->data, dst, w->n_in, w->n_out))
+        return mf_errorf(MF_E_NOMEM, "out of memory packing '%s'", w->name);
+    /* the tied output matrix is also the embedding table, read by rows */
+    if (!(c->m->tied && w == &c->m->output)) unmap_pages(w->data, bytes);
+    return MF_OK;
+}
+
+mf_status mf_provider_mapped(mf_model *m, bool pack, mf_provider *out) {
+    mapped_ctx *c = calloc(1, sizeof *c);
+    if (!c) return mf_errorf(MF_E_NOMEM, "out of memory");
+    c->m = m;
+    c->n_weights = m->hp.n_layers * MF_LAYER_MATS + 1;
+    mf_status st = MF_OK;
+    if (pack) {
+        c->packed = calloc((size_t)c->n_weights, sizeof *c->packed);
+        if (!c->packed) st = mf_errorf(MF_E_NOMEM, "out of memory");
+        for (int id = 0; st == MF_OK && id < c->n_weights; id++) st = pack_weight(c, mf_model_weight(m, id));
+    }
+    if (st != MF_OK) {
+        mapped_destroy(c);
+        return st;
+    }
+    *out = (mf_provider){c, mapped_n_parts, mapped_acquire, mapped_release, mapped_embd_row,
+                         mapped_destroy};
     return MF_OK;
 }

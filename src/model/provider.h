@@ -23,7 +23,9 @@ typedef struct mf_provider {
     void (*destroy)(void *ctx);
 } mf_provider;
 
-/* Everything from the mapping (no budget): pages are faulted in on use. */
-mf_status mf_provider_mapped(mf_model *m, mf_provider *out);
+/* Everything from the mapping (no budget): pages are faulted in on use.
+ * pack: matrices with a packed layout on this CPU (mf_can_pack) are packed
+ * now into provider-owned memory and their mapped pages released. */
+mf_status mf_provider_mapped(mf_model *m, bool pack, mf_provider *out);
 
 #endif

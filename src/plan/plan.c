@@ -13,14 +13,6 @@
 /* A resident unit is one ledger block: the bytes plus the block header. */
 static uint64_t resident_cost(uint64_t b) { return b + 64; }
 
-static const mf_weight *weight_of(const mf_model *m, int id) {
-    if (id == m->hp.n_layers * MF_LAYER_MATS) return &m->output;
-    const mf_layer *L = &m->layers[id / MF_LAYER_MATS];
-    const mf_weight *ws[MF_LAYER_MATS] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up,
-                                          &L->w_down};
-    return ws[id % MF_LAYER_MATS];
-}
-
 static mf_status alloc_units(mf_plan *pl, int n) {
     free(pl->unit_off), free(pl->unit_len), free(pl->unit_wid), free(pl->unit_row0);
     free(pl->unit_rows), free(pl->resident_unit);
@@ -44,10 +36,13 @@ static mf_status build_units(mf_plan *pl, const mf_model *m, uint64_t cap) {
         n = 0;
         pl->weight_bytes = 0;
         for (int id = 0; id < pl->n_weights; id++) {
-            const mf_weight *w = weight_of(m, id);
+            const mf_weight *w = mf_model_weight(m, id);
             uint64_t row;
             mf_type_row_bytes(w->type, (uint64_t)w->n_in, &row);
             int64_t per = cap / row ? (int64_t)(cap / row) : 1;
+            /* whole groups of the packed layout, so resident parts can be packed */
+            int pr = mf_traits(w->type) ? mf_traits(w->type)->pack_rows : 0;
+            if (pr > 0 && per >= pr) per -= per % pr;
             uint64_t off = (uint64_t)((const uint8_t *)w->data - m->file->base);
             pl->w_first[id] = n;
             for (int64_t r = 0; r < w->n_out; r += per, n++) {
@@ -113,7 +108,7 @@ static void predict(mf_plan *pl, const mf_model *m) {
     pl->pred_decode = n_seq / (stream_s > mem_s ? stream_s : mem_s);
     double flops = 0;
     for (int id = 0; id < pl->n_weights; id++) {
-        const mf_weight *w = weight_of(m, id);
+        const mf_weight *w = mf_model_weight(m, id);
         flops += 2.0 * (double)w->n_in * (double)w->n_out;
     }
     double B = pl->eff.n_batch, compute_s = B * flops / (pl->gflops * 1e9) + mem_s;

@@ -21,7 +21,7 @@ mf_status mf_plan_session(mf_model *m, const mf_session_params *p, mf_session **
     mf_status st = mf_plan_make(m, p, pl);
     mf_session *s = NULL;
     mf_provider mapped = {0}, planned;
-    if (st == MF_OK) st = mf_provider_mapped(m, &mapped);
+    if (st == MF_OK) st = mf_provider_mapped(m, false, &mapped);
     if (st == MF_OK) {
         /* the ledger's hard limit: the budget less what is not allocated here */
         mf_ledger led;

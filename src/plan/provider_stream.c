@@ -1,7 +1,9 @@
 /* provider_stream.c — the weight provider of a budgeted session. Matrices
  * are handed out in the plan's units (row ranges): resident units were read
  * once into ledger memory, streamed ones come through mf_stream, and
- * embedding rows are read with pread. Nothing is used through the file
+ * embedding rows are read with pread. Resident units are packed where the
+ * CPU has a packed kernel for them (streamed ones stay as read: the disk,
+ * not the kernel, bounds them). Nothing is used through the file
  * mapping: touching it faults in whole large folios around what is touched,
  * memory the plan could not predict. */
 #include "plan/plan.h"
@@ -20,6 +22,7 @@ typedef struct {
     int *stream_idx;          /* unit -> index in the stream, -1 if resident */
     mf_stream *st;
     uint8_t **res;            /* (n_units) resident copies, NULL if streamed */
+    bool *packed;             /* (n_units) resident copy in the packed layout */
     mf_ledger *ledger;
     int fd;
     uint8_t *row;             /* one embedding row in its file type */
@@ -49,6 +52,7 @@ static mf_status planned_acquire(void *vctx, const mf_weight *w, int p, mf_weigh
     *view = *w;
     view->data = data;
     view->n_out = c->pl->unit_rows[u];
+    view->packed = c->packed[u];
     *row0 = c->pl->unit_row0[u];
     return MF_OK;
 }
@@ -75,6 +79,7 @@ static void planned_destroy(void *vctx) {
     mf_stream_close(c->st);
     for (int u = 0; c->res && u < c->pl->n_units; u++) mf_free(c->ledger, c->res[u]);
     free(c->res);
+    free(c->packed);
     if (c->fd >= 0) close(c->fd);
     free(c->stream_idx);
     free(c->row);
@@ -88,6 +93,12 @@ static mf_status load_resident(planned_ctx *c) {
         if (!pl->resident_unit[u]) continue;
         TRY(mf_alloc_p(c->ledger, pl->unit_len[u], MF_TAG_WEIGHTS, (void **)&c->res[u]));
         TRY(read_at(c->fd, c->res[u], pl->unit_off[u], pl->unit_len[u]));
+        const mf_weight *w = mf_model_weight(c->m, pl->unit_wid[u]);
+        if (mf_can_pack(w->type, w->n_in, pl->unit_rows[u])) {
+            if (!mf_pack_rows(w->type, c->res[u], c->res[u], w->n_in, pl->unit_rows[u]))
+                return mf_errorf(MF_E_NOMEM, "out of memory packing '%s'", w->name);
+            c->packed[u] = true;
+        }
     }
     return MF_OK;
 }
@@ -103,9 +114,10 @@ static mf_status planned_setup(planned_ctx *c) {
     c->row = malloc((size_t)c->row_bytes);
     c->stream_idx = malloc(sizeof(int) * nu);
     c->res = calloc(nu, sizeof *c->res);
+    c->packed = calloc(nu, sizeof *c->packed);
     uint64_t *off = malloc(sizeof(uint64_t) * nu), *len = malloc(sizeof(uint64_t) * nu);
     mf_status st = MF_OK;
-    if (!c->row || !c->stream_idx || !c->res || !off || !len)
+    if (!c->row || !c->stream_idx || !c->res || !c->packed || !off || !len)
         st = mf_errorf(MF_E_NOMEM, "out of memory");
     int n = 0;
     for (int u = 0; st == MF_OK && u < pl->n_units; u++) {

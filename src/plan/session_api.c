@@ -10,7 +10,7 @@ mf_status mf_session_create(mf_model *m, const mf_session_params *p, mf_session 
     if (!p) p = &def;
     if (!p->mem_budget) {
         mf_provider prov;
-        TRY(mf_provider_mapped(m, &prov));
+        TRY(mf_provider_mapped(m, true, &prov));
         return mf_session_new(m, p, &prov, NULL, out);
     }
     return mf_plan_session(m, p, out);

@@ -8,4 +8,5 @@
 void mf_avx512_install(mf_type_traits table[MF_TYPE_COUNT]) {
     mf_avx512_install_q32(table);
     mf_avx512_install_k(table);
+    mf_avx512_install_pack(table);
 }

@@ -15,6 +15,8 @@
 #include "tensor/kernels.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* Activation bytes a tile may hold, so the tile stays in L2 while the weight
  * rows stream past it. */
@@ -25,6 +27,8 @@
 
 typedef struct mm_job {
     mf_vec_dot_fn dot;
+    mf_gemm_packed_fn gemm;    /* packed W: one group of pack_rows rows per call */
+    int pack_rows;
     mf_vec_dot4_fn dot4;       /* NULL: rows one at a time */
     mf_from_float_fn convert;  /* NULL when the vec_dot_type is f32 */
     const uint8_t *w;          /* borrowed: (n_out, w_row) bytes */
@@ -76,6 +80,22 @@ static void dot_task(void *ctx, int ith, int nth) {
         dot_rows(j, r0, r1, t0, t0 + j->tile < j->n_tok ? t0 + j->tile : j->n_tok);
 }
 
+/* Packed W: groups split over threads (each thread's groups are one
+ * sequential stream); per tile of tokens every group is read once and
+ * multiplied by all of the tile's tokens. */
+static void packed_task(void *ctx, int ith, int nth) {
+    const mm_job *j = ctx;
+    int64_t g0, g1;
+    mf_split(j->n_out / j->pack_rows, ith, nth, &g0, &g1);
+    uint64_t gbytes = j->w_row * (uint64_t)j->pack_rows;
+    for (int64_t t0 = 0; t0 < j->n_tok; t0 += j->tile) {
+        int nt = (int)(j->n_tok - t0 < j->tile ? j->n_tok - t0 : j->tile);
+        for (int64_t g = g0; g < g1; g++)
+            j->gemm(j->n_in, nt, j->y + t0 * j->ldy + g * j->pack_rows, j->ldy, j->w + (uint64_t)g * gbytes,
+                    j->act + (uint64_t)t0 * j->act_row, j->act_row);
+    }
+}
+
 /* Vec_dot_type of wtype and the bytes of one converted activation row;
  * false if wtype cannot be multiplied or n_in is not whole blocks. */
 static bool act_layout(int wtype, int64_t n_in, int *vtype, uint64_t *row) {
@@ -106,14 +126,41 @@ void mf_matmul(mf_pool *pool, const void *w, int wtype, int64_t n_in, int64_t n_
     mf_matmul_ld(pool, w, wtype, n_in, n_out, x, n_tok, y, n_out, scratch);
 }
 
-void mf_matmul_ld(mf_pool *pool, const void *w, int wtype, int64_t n_in, int64_t n_out,
-                  const float *x, int64_t n_tok, float *y, int64_t ldy, void *scratch) {
+bool mf_can_pack(int wtype, int64_t n_in, int64_t n_out) {
+    const mf_type_traits *tt = mf_traits(wtype);
+    uint64_t row;
+    if (!tt || tt->pack_rows <= 0 || n_out <= 0 || n_out % tt->pack_rows) return false;
+    if (!mf_type_row_bytes(wtype, (uint64_t)n_in, &row) || n_in <= 0) return false;
+    const char *e = getenv("MF_NO_REPACK");
+    return !(e && *e && strcmp(e, "0") != 0);
+}
+
+bool mf_pack_rows(int wtype, const void *src, void *dst, int64_t n_in, int64_t n_out) {
+    const mf_type_traits *tt = mf_traits(wtype);
+    uint64_t row;
+    if (!mf_type_row_bytes(wtype, (uint64_t)n_in, &row)) return false;
+    uint64_t gbytes = row * (uint64_t)tt->pack_rows;
+    uint8_t *tmp = src == dst ? malloc((size_t)gbytes) : NULL;
+    if (src == dst && !tmp) return false;
+    for (int64_t g = 0; g < n_out / tt->pack_rows; g++) {
+        const uint8_t *s = (const uint8_t *)src + (uint64_t)g * gbytes;
+        if (tmp) s = memcpy(tmp, s, (size_t)gbytes);
+        tt->pack(s, row, (uint8_t *)dst + (uint64_t)g * gbytes, n_in);
+    }
+    free(tmp);
+    return true;
+}
+
+static void matmul_any(mf_pool *pool, const void *w, int wtype, bool packed, int64_t n_in,
+                       int64_t n_out, const float *x, int64_t n_tok, float *y, int64_t ldy,
+                       void *scratch) {
     int vtype;
     mm_job j = {0};
     if (n_out <= 0 || n_tok <= 0) return;
     if (!act_layout(wtype, n_in, &vtype, &j.act_row) ||
         !mf_type_row_bytes(wtype, (uint64_t)n_in, &j.w_row) ||
-        (vtype != MF_TYPE_F32 && !scratch)) {
+        (vtype != MF_TYPE_F32 && !scratch) ||
+        (packed && (mf_traits(wtype)->pack_rows <= 0 || n_out % mf_traits(wtype)->pack_rows))) {
         /* a caller bug (checked types are the caller's job): poison the
          * output rather than crash or leave stale numbers */
         for (int64_t t = 0; t < n_tok; t++)
@@ -121,6 +168,10 @@ void mf_matmul_ld(mf_pool *pool, const void *w, int wtype, int64_t n_in, int64_t
         return;
     }
     j.dot = mf_traits(wtype)->vec_dot;
+    if (packed) {
+        j.gemm = mf_traits(wtype)->gemm_packed;
+        j.pack_rows = mf_traits(wtype)->pack_rows;
+    }
     /* Decoding streams one row at a time: four interleaved row streams cost
      * a third of the DRAM bandwidth for q8_0 here (bench/bandwidth.c), while
      * with a tile of tokens the four-row kernel's extra FMA chains pay. Types
@@ -147,5 +198,15 @@ void mf_matmul_ld(mf_pool *pool, const void *w, int wtype, int64_t n_in, int64_t
         else
             mf_pool_run(pool, convert_task, &j);
     }
-    mf_pool_run(pool, dot_task, &j);
+    mf_pool_run(pool, packed ? packed_task : dot_task, &j);
+}
+
+void mf_matmul_ld(mf_pool *pool, const void *w, int wtype, int64_t n_in, int64_t n_out,
+                  const float *x, int64_t n_tok, float *y, int64_t ldy, void *scratch) {
+    matmul_any(pool, w, wtype, false, n_in, n_out, x, n_tok, y, ldy, scratch);
+}
+
+void mf_matmul_packed_ld(mf_pool *pool, const void *w, int wtype, int64_t n_in, int64_t n_out,
+                         const float *x, int64_t n_tok, float *y, int64_t ldy, void *scratch) {
+    matmul_any(pool, w, wtype, true, n_in, n_out, x, n_tok, y, ldy, scratch);
 }

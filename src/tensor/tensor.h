@@ -29,6 +29,15 @@ typedef void (*mf_vec_dot4_fn)(int64_t n, float s[4], const void *x, uint64_t x_
 typedef uint64_t (*mf_quantize_fn)(const float *src, void *dst, int64_t nrows,
                                    int64_t n_per_row, const float *imatrix);
 
+/* Packed (row-interleaved) weight layouts, optional per type: pack one
+ * group of pack_rows rows (src_stride bytes apart, n_in elements each) into
+ * dst, which takes exactly their row-major bytes; gemm_packed computes
+ * y[t*ldy + r] for the group's rows r and n_tok activation rows (act_row
+ * bytes apart, of the vec_dot_type), each bit-identical to vec_dot. */
+typedef void (*mf_pack_fn)(const void *src, uint64_t src_stride, void *dst, int64_t n_in);
+typedef void (*mf_gemm_packed_fn)(int64_t n_in, int n_tok, float *y, int64_t ldy,
+                                  const void *group, const void *act, uint64_t act_row);
+
 typedef struct mf_type_traits {
     mf_to_float_fn to_float;      /* NULL: cannot be read */
     mf_from_float_fn from_float;  /* NULL: cannot be written */
@@ -44,6 +53,9 @@ typedef struct mf_type_traits {
     /* vec_dot4 also beats vec_dot for one token (decoding): set where the
      * one-row kernel is bound by its float chain's latency */
     bool dot4_decode;
+    int pack_rows;                  /* 0: no packed layout on this CPU */
+    mf_pack_fn pack;
+    mf_gemm_packed_fn gemm_packed;
 } mf_type_traits;
 
 /* The traits in use (SIMD where available). Entries are NULL for types
@@ -73,6 +85,17 @@ uint16_t mf_f32_to_bf16(float f);
 uint64_t mf_matmul_scratch_bytes(int wtype, int64_t n_in, int64_t n_tok);
 void mf_matmul(mf_pool *pool, const void *w, int wtype, int64_t n_in, int64_t n_out,
                const float *x, int64_t n_tok, float *y, void *scratch);
+
+/* mf_matmul_ld for W in its type's packed layout (traits pack_rows > 0,
+ * n_out a multiple of pack_rows): the same bits as the row-major W. */
+void mf_matmul_packed_ld(mf_pool *pool, const void *w, int wtype, int64_t n_in, int64_t n_out,
+                         const float *x, int64_t n_tok, float *y, int64_t ldy, void *scratch);
+/* True if a matrix of this type and shape would be packed (MF_NO_REPACK=1
+ * in the environment turns packing off, as llama.cpp's --no-repack). */
+bool mf_can_pack(int wtype, int64_t n_in, int64_t n_out);
+/* Pack rows (n_out x row bytes, row-major) into dst (same size); in place
+ * when dst == src (uses a group-sized temporary). False: out of memory. */
+bool mf_pack_rows(int wtype, const void *src, void *dst, int64_t n_in, int64_t n_out);
 
 /* The same with Y's rows ldy floats apart (ldy >= n_out): a matrix split
  * into row ranges writes each range's columns of the full Y. */

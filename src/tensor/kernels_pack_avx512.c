@@ -1,0 +1,120 @@
+/* kernels_pack_avx512.c — AVX-512 (F, BW, VL, VNNI) products of packed
+ * q4_K x16 weight groups (pack.c) with q8_K activation rows, 1..4 tokens
+ * per pass.
+ *
+ * Lane r of every register is row r of the group: vpdpbusd multiplies four
+ * unsigned nibbles of row r by four broadcast q8 bytes, so after the eight
+ * steps of a sub-block pair lane r holds row r's exact sub-block dots D_2p
+ * (low nibbles) and 16 D_2p+1 (high nibbles kept in place, masked with 0xf0,
+ * divided back exactly with a shift). The float steps are
+ * mf_ref_dot_q4_k's, row by row: per pair p, acc = fma(I_p, d*dy, acc) and
+ * accm = fma(M_p, dmin*dy, accm) with I_p = sc_2p D_2p + sc_2p+1 D_2p+1 and
+ * M_p = mn_2p S_2p + mn_2p+1 S_2p+1 exact integers, the result acc - accm:
+ * bit-identical to the row-major kernels for any thread count or batch. */
+#include "tensor/kernels.h"
+
+#include <immintrin.h>
+
+#define QK_K 256
+#define PB MF_Q4K_X16_BYTES
+#define NT_MAX 4
+#define BLOCK_FN static inline __attribute__((always_inline))
+
+static inline float q8k_d(const uint8_t *y) {
+    float d;
+    memcpy(&d, y, sizeof d);
+    return d;
+}
+
+/* Scale (j < 8) or min (8 + j) of sub-block j for rows 0..15 as dwords. */
+#define SM_U32(sm, j) _mm512_cvtepu8_epi32(_mm_load_si128((const __m128i *)((sm)[(j) >> 2] + 16 * ((j) & 3))))
+
+/* One group of 16 rows times nt (1..NT_MAX) activation rows; y[t*ldy + r]. */
+BLOCK_FN void group_q4_k(int64_t n, const uint8_t *xg, const uint8_t *act, uint64_t act_row,
+                         const int nt, float *y, int64_t ldy) {
+    const __m512i m0f = _mm512_set1_epi8(0x0f), mf0 = _mm512_set1_epi8((char)0xf0);
+    const __m512i m63 = _mm512_set1_epi8(63), m30 = _mm512_set1_epi8(0x30);
+    __m512 acc[NT_MAX], accm[NT_MAX];
+    for (int t = 0; t < nt; t++) acc[t] = accm[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const uint8_t *b = xg + (uint64_t)i * PB;
+        const __m512 dx = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
+        const __m512 mx = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 32)));
+        /* 16-byte lane j of s03: s_j of rows 0..15; s47: s_4+j; s8b: s_8+j */
+        const __m512i s03 = _mm512_loadu_si512(b + 64), s47 = _mm512_loadu_si512(b + 128);
+        const __m512i s8b = _mm512_loadu_si512(b + 192);
+        /* 16-byte lane j of sm[0]: scale of sub-block j, sm[1]: j + 4; sm[2],
+         * sm[3] the mins (stored: vpmovzxbd then reads each lane from memory) */
+        _Alignas(64) uint8_t sm[4][64];
+        _mm512_store_si512(sm[0], _mm512_and_si512(s03, m63));
+        _mm512_store_si512(sm[2], _mm512_and_si512(s47, m63));
+        _mm512_store_si512(sm[1], _mm512_ternarylogic_epi32(s8b, m0f, _mm512_and_si512(_mm512_srli_epi16(s03, 2), m30),
+                                                            0xEA)); /* (a & b) | c */
+        _mm512_store_si512(sm[3], _mm512_ternarylogic_epi32(_mm512_srli_epi16(s8b, 4), m0f,
+                                                            _mm512_and_si512(_mm512_srli_epi16(s47, 2), m30), 0xEA));
+        __m512 dd[NT_MAX], dm[NT_MAX];
+        _Alignas(16) int32_t sp[NT_MAX][4]; /* sp[t][p]: (S_2p, S_2p+1) as int16 */
+        const uint8_t *q[NT_MAX];
+        for (int t = 0; t < nt; t++) {
+            q[t] = act + (uint64_t)t * act_row + (uint64_t)i * MF_Q8_K_BYTES;
+            const __m512 dy = _mm512_set1_ps(q8k_d(q[t]));
+            dd[t] = _mm512_mul_ps(dx, dy);
+            dm[t] = _mm512_mul_ps(mx, dy);
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)(q[t] + 260));
+            _mm_store_si128((__m128i *)sp[t], _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
+        }
+        for (int p = 0; p < 4; p++) {
+            const uint8_t *w = b + 256 + p * 8 * 64;
+            __m512i lo[NT_MAX][2], hi[NT_MAX][2]; /* two chains per token when nt == 1 */
+            for (int t = 0; t < nt; t++)
+                lo[t][0] = lo[t][1] = hi[t][0] = hi[t][1] = _mm512_setzero_si512();
+            for (int k = 0; k < 8; k++) {
+                const __m512i v = _mm512_loadu_si512(w + 64 * k);
+                const __m512i vl = _mm512_and_si512(v, m0f), vh = _mm512_and_si512(v, mf0);
+                const int c = nt == 1 ? k & 1 : 0;
+                for (int t = 0; t < nt; t++) {
+                    const uint8_t *q8 = q[t] + 4 + 64 * p + 4 * k;
+                    lo[t][c] = _mm512_dpbusd_epi32(lo[t][c], vl, _mm512_set1_epi32((int)mf_rd32(q8)));
+                    hi[t][c] = _mm512_dpbusd_epi32(hi[t][c], vh, _mm512_set1_epi32((int)mf_rd32(q8 + 32)));
+                }
+            }
+            const int j = 2 * p;
+            const __m512i scl = SM_U32(sm, j), sch = SM_U32(sm, j + 1);
+            /* dword r: (mn_2p, mn_2p+1) of row r as int16, for vpmaddwd */
+            const __m512i mw = _mm512_or_si512(SM_U32(sm, 8 + j), _mm512_slli_epi32(SM_U32(sm, 9 + j), 16));
+            for (int t = 0; t < nt; t++) {
+                __m512i dl = lo[t][0], dh = hi[t][0];
+                if (nt == 1) {
+                    dl = _mm512_add_epi32(dl, lo[t][1]);
+                    dh = _mm512_add_epi32(dh, hi[t][1]);
+                }
+                const __m512i isum = _mm512_add_epi32(_mm512_mullo_epi32(dl, scl),
+                                                      _mm512_mullo_epi32(_mm512_srai_epi32(dh, 4), sch));
+                const __m512i s2 = _mm512_set1_epi32(sp[t][p]);
+                const __m512i imin = _mm512_madd_epi16(mw, s2);
+                acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), dd[t], acc[t]);
+                accm[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(imin), dm[t], accm[t]);
+            }
+        }
+    }
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ldy, _mm512_sub_ps(acc[t], accm[t]));
+}
+
+static void gemm_q4_k_x16(int64_t n, int n_tok, float *y, int64_t ldy, const void *xg,
+                          const void *act, uint64_t act_row) {
+    const uint8_t *a = act;
+    int t = 0;
+    for (; t + 4 <= n_tok; t += 4) group_q4_k(n, xg, a + (uint64_t)t * act_row, act_row, 4, y + t * ldy, ldy);
+    switch (n_tok - t) {
+    case 3: group_q4_k(n, xg, a + (uint64_t)t * act_row, act_row, 3, y + t * ldy, ldy); break;
+    case 2: group_q4_k(n, xg, a + (uint64_t)t * act_row, act_row, 2, y + t * ldy, ldy); break;
+    case 1: group_q4_k(n, xg, a + (uint64_t)t * act_row, act_row, 1, y + t * ldy, ldy); break;
+    default: break;
+    }
+}
+
+void mf_avx512_install_pack(mf_type_traits table[MF_TYPE_COUNT]) {
+    table[MF_TYPE_Q4_K].pack_rows = 16;
+    table[MF_TYPE_Q4_K].pack = mf_pack_q4_k_x16;
+    table[MF_TYPE_Q4_K].gemm_packed = gemm_q4_k_x16;
+}
