@@ -3,9 +3,10 @@
  * One pool of n threads; mf_pool_run hands every thread the same function
  * with its index, the caller working as thread 0, and returns when all are
  * done. Work is split by index, never by who finishes first, so results do not
- * depend on scheduling. Workers spin briefly before sleeping on a condition
- * variable: decoding dispatches hundreds of small jobs per token and a sleep
- * per job would cost more than the job. */
+ * depend on scheduling. Workers poll (with the CPU's pause hint) for a few
+ * milliseconds before sleeping on a condition variable: decoding dispatches
+ * hundreds of small jobs per token and a sleep per job would cost more than
+ * the job. */
 #include "core.h"
 
 #include <pthread.h>
@@ -27,6 +28,21 @@ struct mf_pool {
 
 typedef struct { mf_pool *pool; int ith; } worker_arg;
 
+/* How long an idle worker keeps polling for the next job before it sleeps:
+ * the jobs of one token come tens of microseconds apart (norms, attention
+ * and sampling run between them), and waking a sleeping thread costs about
+ * as much on a VM; a few milliseconds of polling cover every gap within a
+ * token and let the threads sleep between user-paced requests. */
+#define SPIN_SECONDS 0.004
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 static void *worker(void *arg) {
     worker_arg *wa = arg;
     mf_pool *p = wa->pool;
@@ -35,8 +51,11 @@ static void *worker(void *arg) {
     long seen = 0;
     for (;;) {
         long gen = atomic_load(&p->generation);
-        for (int spin = 0; gen == seen && spin < 20000 && !atomic_load(&p->stop); spin++) {
+        double until = mf_time_s() + SPIN_SECONDS;
+        for (unsigned spin = 1; gen == seen && !atomic_load(&p->stop); spin++) {
+            cpu_relax();
             gen = atomic_load(&p->generation);
+            if (spin % 256 == 0 && mf_time_s() > until) break;
         }
         if (gen == seen) {
             pthread_mutex_lock(&p->mu);
@@ -120,7 +139,10 @@ void mf_pool_run(mf_pool *p, mf_task_fn fn, void *ctx) {
     pthread_cond_broadcast(&p->cv_work);
     pthread_mutex_unlock(&p->mu);
     fn(ctx, 0, p->n);
-    for (int spin = 0; atomic_load(&p->pending) > 0 && spin < 200000; spin++) {
+    double until = mf_time_s() + SPIN_SECONDS;
+    for (unsigned spin = 1; atomic_load(&p->pending) > 0; spin++) {
+        cpu_relax();
+        if (spin % 256 == 0 && mf_time_s() > until) break;
     }
     if (atomic_load(&p->pending) > 0) {
         pthread_mutex_lock(&p->mu);

@@ -16,6 +16,7 @@
 #include "tensor/kernels.h"
 
 #include <immintrin.h>
+#include <math.h>
 
 #define QK_K 256
 #define XB 144
@@ -226,7 +227,48 @@ static void dot4_q4_k(int64_t n, float s[4], const void *x, uint64_t xs, const v
     _mm_storeu_ps(s, _mm_sub_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)));
 }
 
+/* mf_ref_q8_k_from_float, vectorized: the signed value of largest |x| (the
+ * first one, NaNs skipped: vmaxps returns its second operand when the first
+ * is NaN), iscale = -127/max, q = round-to-even of the clamped product (NaN
+ * -> 0), d = 1/iscale, bsums over each 16. Same bytes as the reference. */
+static void q8_k_from_float(const float *src, void *dst, int64_t n) {
+    uint8_t *p = dst;
+    for (int64_t b = 0; b < n / QK_K; b++, p += MF_Q8_K_BYTES) {
+        const float *x = src + b * QK_K;
+        __m512 am = _mm512_setzero_ps();
+        for (int j = 0; j < QK_K; j += 16) am = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + j)), am);
+        float amax = _mm512_reduce_max_ps(am), max = 0.0f, d = 0.0f;
+        int8_t *qs = (int8_t *)(p + 4);
+        if (amax == 0.0f || amax == INFINITY) {
+            memset(qs, 0, QK_K);
+            memset(p + 260, 0, 32);
+            memcpy(p, &d, sizeof d);
+            continue;
+        }
+        for (int j = 0; j < QK_K; j += 16) {
+            __mmask16 eq = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + j)),
+                                              _mm512_set1_ps(amax), _CMP_EQ_OQ);
+            if (eq) {
+                max = x[j + __builtin_ctz(eq)];
+                break;
+            }
+        }
+        const float iscale = -127.0f / max;
+        const __m512 vs = _mm512_set1_ps(iscale), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+        for (int g = 0; g < QK_K / 16; g++) {
+            __m512 v = _mm512_mul_ps(vs, _mm512_loadu_ps(x + 16 * g));
+            v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), v);
+            __m512i q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi));
+            _mm_storeu_si128((__m128i *)(qs + 16 * g), _mm512_cvtepi32_epi8(q));
+            mf_wr16(p + 260 + 2 * g, (uint16_t)(int16_t)_mm512_reduce_add_epi32(q));
+        }
+        d = 1.0f / iscale;
+        memcpy(p, &d, sizeof d);
+    }
+}
+
 void mf_avx512_install_k(mf_type_traits table[MF_TYPE_COUNT]) {
+    table[MF_TYPE_Q8_K].act_from_float = q8_k_from_float;
     table[MF_TYPE_Q4_K].vec_dot = dot_q4_k;
     table[MF_TYPE_Q4_K].vec_dot4 = dot4_q4_k;
     table[MF_TYPE_Q4_K].dot4_decode = true;

@@ -134,6 +134,29 @@ static void test_packed(int t, int64_t n, int n_tok) {
     free(x), free(xp), free(xu), free(y), free(out);
 }
 
+/* The q8_K activation conversion against mf_ref_q8_k_from_float, byte for
+ * byte: random rows, rows whose largest |x| appears with both signs, exact
+ * halves (ties), subnormals, zeros, a NaN, an infinity. */
+static void test_q8_k_convert(void) {
+    const mf_type_traits *a = mf_traits(MF_TYPE_Q8_K);
+    mf_from_float_fn conv = a->act_from_float ? a->act_from_float : a->from_float;
+    enum { N = 1024 };
+    float x[N];
+    uint8_t want[4 * MF_Q8_K_BYTES], got[4 * MF_Q8_K_BYTES];
+    for (int rep = 0; rep < 40; rep++) {
+        for (int i = 0; i < N; i++) x[i] = frand() * (rep % 3 == 0 ? 1e-3f : 7.0f);
+        if (rep % 4 == 1) x[next() % 256] = -8.0f, x[next() % 256] = 8.0f;      /* ±max, first wins */
+        if (rep % 5 == 2) for (int i = 256; i < 512; i++) x[i] = (float)(int)(next() % 255) - 127.0f + 0.5f;
+        if (rep % 6 == 3) for (int i = 512; i < 768; i++) x[i] = 0.0f;
+        if (rep % 7 == 4) x[768 + next() % 256] = NAN;
+        if (rep % 8 == 5) x[next() % 256] = -INFINITY;
+        if (rep % 9 == 6) for (int i = 0; i < 256; i++) x[i] = frand() * 1e-40f;
+        mf_ref_q8_k_from_float(x, want, N);
+        conv(x, got, N);
+        CHECK(memcmp(want, got, sizeof want) == 0, "q8_K conversion rep %d differs from the reference", rep);
+    }
+}
+
 /* Whether types.c installed the AVX-512 kernels (its own condition). */
 static bool avx512_active(void) {
     const char *force = getenv("MF_FORCE_REF");
@@ -162,6 +185,7 @@ int main(void) {
         size_t nl = k ? sizeof len256 / sizeof len256[0] : sizeof len32 / sizeof len32[0];
         for (size_t j = 0; j < nl; j++) test_type(t, len[j]);
     }
+    test_q8_k_convert();
     for (size_t j = 0; j < sizeof len256 / sizeof len256[0]; j++) test_packed(MF_TYPE_Q4_K, len256[j], 9);
     return test_report("kernels_avx512");
 }
