@@ -2,7 +2,9 @@
  * batch) and generation (tgN: N tokens one at a time) in tokens/s, mean ± std
  * over repetitions after one warm-up, printed as a table shaped like
  * llama-bench's. For generation it also reports the GB/s of weights read
- * (every matrix once per token; only one row of an untied embedding table). */
+ * (every matrix once per token; only one row of an untied embedding table)
+ * next to the GB/s of a pass that only reads those weights, in the memory
+ * they occupy, with the same threads: the bandwidth ceiling of decoding. */
 #include "cli.h"
 
 #include <math.h>
@@ -59,7 +61,7 @@ static uint64_t weight_bytes_per_token(const mf_model *m, const mf_model_info *i
 }
 
 static int run_test(mf_session *s, const mf_model_info *info, const bench_opts *o, bool pp,
-                    const char *model_desc, uint64_t wbytes) {
+                    const char *model_desc, uint64_t wbytes, double *tps) {
     int n = pp ? o->n_prompt : o->n_gen;
     if (n <= 0) return 0;
     int32_t *ids = malloc(sizeof *ids * (size_t)n);
@@ -76,6 +78,7 @@ static int run_test(mf_session *s, const mf_model_info *info, const bench_opts *
     free(ids);
     if (!ok) return cli_fail("evaluation failed");
     double mean = sum / o->reps, var = o->reps > 1 ? (sum2 - sum * mean) / (o->reps - 1) : 0;
+    *tps = mean;
     char test[32], gbs[32] = "";
     snprintf(test, sizeof test, "%s%d", pp ? "pp" : "tg", n);
     if (!pp) snprintf(gbs, sizeof gbs, "%.2f", mean * (double)wbytes / 1e9);
@@ -123,8 +126,13 @@ int cmd_bench(int argc, char **argv) {
     printf("| %.24s | -----------: | --------: | ------- | ------: | -----: | -------------------: "
            "| --------: |\n", "------------------------------");
     uint64_t wb = weight_bytes_per_token(m, &info);
-    rc = run_test(s, &info, &o, true, desc, wb) || run_test(s, &info, &o, false, desc, wb);
+    double pp_tps = 0, tg_tps = 0, read_gbs = 0;
+    rc = run_test(s, &info, &o, true, desc, wb, &pp_tps) || run_test(s, &info, &o, false, desc, wb, &tg_tps);
     printf("\npeak memory (VmHWM): %.1f MiB\n", (double)mf_peak_rss() / 1048576.0);
+    /* the decode ceiling on the memory these weights occupy, same threads */
+    if (!rc && o.n_gen > 0 && !sp.mem_budget && mf_session_read_weights(s, 3, &read_gbs) == MF_OK)
+        printf("weights read alone: %.2f GB/s; generation reached %.0f%% of it\n", read_gbs,
+               100.0 * tg_tps * (double)wb / 1e9 / read_gbs);
 done:
     mf_session_free(s);
     mf_model_free(m);

@@ -138,6 +138,13 @@ typedef struct mf_session_stats {
 } mf_session_stats;
 void mf_session_get_stats(const mf_session *s, mf_session_stats *out);
 
+/* Read every weight matrix the session multiplies by, as one decode step
+ * does (each split over the session's threads, part by part), with plain
+ * loads and no arithmetic; *gbs = bytes / seconds, best of `passes`. This is
+ * the ceiling a memory-bound decode reaches on the memory these weights
+ * actually occupy (on a VM, read bandwidth differs by allocation). */
+mf_status mf_session_read_weights(mf_session *s, int passes, double *gbs);
+
 /* Measure this machine's disk (reading `path`) and memory read bandwidth,
  * and record them for the planner's cost model (in $MEMFIT_CACHE or
  * ~/.cache/memfit/machine). Writes what it measured into *disk_gbs/mem_gbs. */

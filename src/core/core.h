@@ -89,6 +89,10 @@ static inline void mf_split(int64_t n, int ith, int nth, int64_t *lo, int64_t *h
 /* ---- time, files -------------------------------------------------------------------- */
 
 double mf_time_s(void);                 /* monotonic seconds */
+/* Read n bytes (n a multiple of 32, p 8-byte aligned) with plain loads and
+ * no arithmetic worth the name; returns their 64-bit word sum so the reads
+ * cannot be optimized away. Memory read bandwidth measurements use it. */
+uint64_t mf_read_sum(const void *p, uint64_t n);
 uint64_t mf_current_rss(void);          /* VmRSS of this process in bytes, 0 if unknown */
 /* Atomic writes: open path.tmp, write, then mf_file_commit fsyncs and renames. */
 typedef struct mf_outfile {

@@ -248,3 +248,48 @@ void mf_session_reset(mf_session *s) {
     s->pos = 0;
     s->n_last = 0;
 }
+
+/* ---- reading the weights alone: the ceiling of a memory-bound decode ---- */
+
+typedef struct {
+    const uint8_t *p;
+    uint64_t n;
+    uint64_t sums[256];
+} read_job;
+
+static void read_task(void *ctx, int ith, int nth) {
+    read_job *j = ctx;
+    int64_t lo, hi;
+    mf_split((int64_t)(j->n / 64), ith, nth, &lo, &hi); /* 64-byte lines */
+    j->sums[ith] += mf_read_sum(j->p + (uint64_t)lo * 64, (uint64_t)(hi - lo) * 64);
+}
+
+mf_status mf_session_read_weights(mf_session *s, int passes, double *gbs) {
+    const mf_provider *pv = &s->prov;
+    int n_w = s->m->hp.n_layers * MF_LAYER_MATS + 1;
+    read_job j = {0};
+    double best = 0;
+    for (int pass = 0; pass < (passes > 0 ? passes : 1); pass++) {
+        uint64_t bytes = 0;
+        double t0 = mf_time_s();
+        for (int id = 0; id < n_w; id++) {
+            const mf_weight *w = mf_model_weight(s->m, id);
+            for (int p = 0; p < pv->n_parts(pv->ctx, w); p++) {
+                mf_weight v;
+                int64_t r0;
+                uint64_t row;
+                TRY(pv->acquire(pv->ctx, w, p, &v, &r0));
+                mf_type_row_bytes(v.type, (uint64_t)v.n_in, &row);
+                j.p = v.data;
+                j.n = row * (uint64_t)v.n_out;
+                mf_pool_run(s->pool, read_task, &j);
+                pv->release(pv->ctx, w, p);
+                bytes += j.n / 64 * 64;
+            }
+        }
+        double g = (double)bytes / (mf_time_s() - t0) / 1e9;
+        if (g > best) best = g;
+    }
+    *gbs = best;
+    return MF_OK;
+}

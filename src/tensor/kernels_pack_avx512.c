@@ -26,6 +26,15 @@ static inline float q8k_d(const uint8_t *y) {
     return d;
 }
 
+/* acc += w (unsigned bytes) x the four signed bytes at p in every lane: the
+ * broadcast folded into vpdpbusd's memory operand ({1to16}), which the
+ * compiler does not do by itself; one instruction instead of two in the
+ * loop that bounds decoding. */
+static inline __m512i dpbusd_b(__m512i acc, __m512i w, const uint8_t *p) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*(const int32_t *)p));
+    return acc;
+}
+
 /* Scale (j < 8) or min (8 + j) of sub-block j for rows 0..15 as dwords. */
 #define SM_U32(sm, j) _mm512_cvtepu8_epi32(_mm_load_si128((const __m128i *)((sm)[(j) >> 2] + 16 * ((j) & 3))))
 
@@ -55,6 +64,7 @@ BLOCK_FN void group_q4_k(int64_t n, const uint8_t *xg, const uint8_t *act, uint6
         __m512 dd[NT_MAX], dm[NT_MAX];
         _Alignas(16) int32_t sp[NT_MAX][4]; /* sp[t][p]: (S_2p, S_2p+1) as int16 */
         const uint8_t *q[NT_MAX];
+#pragma GCC unroll 4
         for (int t = 0; t < nt; t++) {
             q[t] = act + (uint64_t)t * act_row + (uint64_t)i * MF_Q8_K_BYTES;
             const __m512 dy = _mm512_set1_ps(q8k_d(q[t]));
@@ -63,25 +73,35 @@ BLOCK_FN void group_q4_k(int64_t n, const uint8_t *xg, const uint8_t *act, uint6
             const __m256i bs = _mm256_loadu_si256((const __m256i *)(q[t] + 260));
             _mm_store_si128((__m128i *)sp[t], _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
         }
+#pragma GCC unroll 4
         for (int p = 0; p < 4; p++) {
             const uint8_t *w = b + 256 + p * 8 * 64;
-            __m512i lo[NT_MAX][2], hi[NT_MAX][2]; /* two chains per token when nt == 1 */
+            /* integer dots of the pair; one token gets two chains per sum so
+             * that vpdpbusd's latency is hidden (exact integers: any order) */
+            const int nc = nt == 1 ? 2 : 1;
+            __m512i lo[NT_MAX][2], hi[NT_MAX][2];
+#pragma GCC unroll 4
             for (int t = 0; t < nt; t++)
                 lo[t][0] = lo[t][1] = hi[t][0] = hi[t][1] = _mm512_setzero_si512();
-            for (int k = 0; k < 8; k++) {
-                const __m512i v = _mm512_loadu_si512(w + 64 * k);
-                const __m512i vl = _mm512_and_si512(v, m0f), vh = _mm512_and_si512(v, mf0);
-                const int c = nt == 1 ? k & 1 : 0;
+#pragma GCC unroll 4
+            for (int k = 0; k < 8; k += 2) {
+                const __m512i v0 = _mm512_loadu_si512(w + 64 * k), v1 = _mm512_loadu_si512(w + 64 * k + 64);
+                const __m512i l0 = _mm512_and_si512(v0, m0f), h0 = _mm512_and_si512(v0, mf0);
+                const __m512i l1 = _mm512_and_si512(v1, m0f), h1 = _mm512_and_si512(v1, mf0);
+#pragma GCC unroll 4
                 for (int t = 0; t < nt; t++) {
                     const uint8_t *q8 = q[t] + 4 + 64 * p + 4 * k;
-                    lo[t][c] = _mm512_dpbusd_epi32(lo[t][c], vl, _mm512_set1_epi32((int)mf_rd32(q8)));
-                    hi[t][c] = _mm512_dpbusd_epi32(hi[t][c], vh, _mm512_set1_epi32((int)mf_rd32(q8 + 32)));
+                    lo[t][0] = dpbusd_b(lo[t][0], l0, q8);
+                    hi[t][0] = dpbusd_b(hi[t][0], h0, q8 + 32);
+                    lo[t][nc - 1] = dpbusd_b(lo[t][nc - 1], l1, q8 + 4);
+                    hi[t][nc - 1] = dpbusd_b(hi[t][nc - 1], h1, q8 + 36);
                 }
             }
             const int j = 2 * p;
             const __m512i scl = SM_U32(sm, j), sch = SM_U32(sm, j + 1);
             /* dword r: (mn_2p, mn_2p+1) of row r as int16, for vpmaddwd */
             const __m512i mw = _mm512_or_si512(SM_U32(sm, 8 + j), _mm512_slli_epi32(SM_U32(sm, 9 + j), 16));
+#pragma GCC unroll 4
             for (int t = 0; t < nt; t++) {
                 __m512i dl = lo[t][0], dh = hi[t][0];
                 if (nt == 1) {

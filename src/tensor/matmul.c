@@ -15,6 +15,7 @@
 #include "tensor/kernels.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,7 @@ typedef struct mm_job {
     mf_vec_dot_fn dot;
     mf_gemm_packed_fn gemm;    /* packed W: one group of pack_rows rows per call */
     int pack_rows;
+    atomic_llong next;         /* packed W: first unclaimed tile * groups + group */
     mf_vec_dot4_fn dot4;       /* NULL: rows one at a time */
     mf_from_float_fn convert;  /* NULL when the vec_dot_type is f32 */
     const uint8_t *w;          /* borrowed: (n_out, w_row) bytes */
@@ -80,19 +82,32 @@ static void dot_task(void *ctx, int ith, int nth) {
         dot_rows(j, r0, r1, t0, t0 + j->tile < j->n_tok ? t0 + j->tile : j->n_tok);
 }
 
-/* Packed W: groups split over threads (each thread's groups are one
- * sequential stream); per tile of tokens every group is read once and
- * multiplied by all of the tile's tokens. */
+/* Packed W: threads claim runs of consecutive groups from a shared counter
+ * over (tile, group), each run a sequential stream, guided-scheduling
+ * style: a claim takes 1/(2 nth) of what is left of the tile (at least one
+ * group), so runs start long and shrink towards the end, where a thread
+ * slowed by its memory or the hypervisor would otherwise keep the others
+ * waiting at the barrier. Which thread computes a group changes no bit. */
 static void packed_task(void *ctx, int ith, int nth) {
-    const mm_job *j = ctx;
-    int64_t g0, g1;
-    mf_split(j->n_out / j->pack_rows, ith, nth, &g0, &g1);
+    mm_job *j = ctx;
+    (void)ith;
+    int64_t n_groups = j->n_out / j->pack_rows, total = (j->n_tok + j->tile - 1) / j->tile * n_groups;
     uint64_t gbytes = j->w_row * (uint64_t)j->pack_rows;
-    for (int64_t t0 = 0; t0 < j->n_tok; t0 += j->tile) {
+    long long cur = atomic_load(&j->next);
+    for (;;) {
+        int64_t take;
+        do {
+            if (cur >= total) return;
+            int64_t left = n_groups - cur % n_groups; /* in this tile */
+            take = left / (2 * nth);
+            if (take < 1) take = 1;
+        } while (!atomic_compare_exchange_weak(&j->next, &cur, cur + take));
+        int64_t t0 = cur / n_groups * j->tile, g0 = cur % n_groups;
         int nt = (int)(j->n_tok - t0 < j->tile ? j->n_tok - t0 : j->tile);
-        for (int64_t g = g0; g < g1; g++)
+        for (int64_t g = g0; g < g0 + take; g++)
             j->gemm(j->n_in, nt, j->y + t0 * j->ldy + g * j->pack_rows, j->ldy, j->w + (uint64_t)g * gbytes,
                     j->act + (uint64_t)t0 * j->act_row, j->act_row);
+        cur = atomic_load(&j->next);
     }
 }
 
@@ -171,6 +186,7 @@ static void matmul_any(mf_pool *pool, const void *w, int wtype, bool packed, int
     if (packed) {
         j.gemm = mf_traits(wtype)->gemm_packed;
         j.pack_rows = mf_traits(wtype)->pack_rows;
+        atomic_init(&j.next, 0);
     }
     /* Decoding streams one row at a time: four interleaved row streams cost
      * a third of the DRAM bandwidth for q8_0 here (bench/bandwidth.c), while
