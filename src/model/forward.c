@@ -186,18 +186,29 @@ static void attention_block(mf_session *s, const mf_layer *L, int l, int T) {
     for (size_t i = 0; i < n; i++) s->x[i] += s->xb[i];
 }
 
+/* hb = silu(hb) * hb2 over the pool (expf is most of a decode step's serial
+ * work otherwise); each element's value does not depend on the split. */
+typedef struct { float *g, *u; size_t n; } swiglu_job;
+
+static void swiglu_task(void *ctx, int ith, int nth) {
+    const swiglu_job *j = ctx;
+    int64_t lo, hi;
+    mf_split((int64_t)j->n, ith, nth, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++) {
+        float g = j->g[i];
+        j->g[i] = g / (1.0f + expf(-g)) * j->u[i];
+    }
+}
+
 static void ffn_block(mf_session *s, const mf_layer *L, int T) {
     const mf_hparams *hp = &s->m->hp;
     rmsnorm(s->xb, s->x, L->ffn_norm, T, hp->dim, hp->norm_eps);
     matmul(s, &L->w_gate, s->xb, T, s->hb);
     matmul(s, &L->w_up, s->xb, T, s->hb2);
-    size_t n = (size_t)T * hp->n_ff;
-    for (size_t i = 0; i < n; i++) {
-        float g = s->hb[i];
-        s->hb[i] = g / (1.0f + expf(-g)) * s->hb2[i];
-    }
+    swiglu_job sj = {s->hb, s->hb2, (size_t)T * hp->n_ff};
+    mf_pool_run(s->pool, swiglu_task, &sj);
     matmul(s, &L->w_down, s->hb, T, s->xb);
-    n = (size_t)T * hp->dim;
+    size_t n = (size_t)T * hp->dim;
     for (size_t i = 0; i < n; i++) s->x[i] += s->xb[i];
 }
 

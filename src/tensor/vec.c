@@ -19,9 +19,9 @@ void mf_vec_fma_ref(int64_t n, float *y, const float *x, float a) {
     for (int64_t i = 0; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
 }
 
-void mf_vec_reduce16(int64_t n, const float *lanes, float *out) {
-    float v[16];
+void mf_vec_reduce16_ref(int64_t n, const float *lanes, float *out) {
     for (int64_t i = 0; i < n; i++) {
+        float v[16];
         for (int l = 0; l < 16; l++) v[l] = lanes[l * n + i];
         out[i] = mf_tree16(v);
     }
@@ -47,4 +47,10 @@ void mf_vec_fma(int64_t n, float *y, const float *x, float a) {
     pthread_once(&once, pick);
     if (use_avx2) mf_vec_fma_avx2(n, y, x, a);
     else mf_vec_fma_ref(n, y, x, a);
+}
+
+void mf_vec_reduce16(int64_t n, const float *lanes, float *out) {
+    pthread_once(&once, pick);
+    if (use_avx2) mf_vec_reduce16_avx2(n, lanes, out);
+    else mf_vec_reduce16_ref(n, lanes, out);
 }

@@ -25,6 +25,8 @@ float mf_vec_dot16_ref(int64_t n, const float *a, const float *b);
 void mf_vec_fma_ref(int64_t n, float *y, const float *x, float a);
 float mf_vec_dot16_avx2(int64_t n, const float *a, const float *b);
 void mf_vec_fma_avx2(int64_t n, float *y, const float *x, float a);
+void mf_vec_reduce16_ref(int64_t n, const float *lanes, float *out);
+void mf_vec_reduce16_avx2(int64_t n, const float *lanes, float *out);
 
 /* Tree-sum of 16 lanes in llama.cpp's order (shared by the kernels). */
 static inline float mf_tree16(const float *v) {

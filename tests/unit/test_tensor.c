@@ -9,6 +9,7 @@
  * SIMD ones: identical bits for conversions and for the f32, f16 and q8_0
  * dots (same operations in the same order), the tolerance above for bf16. */
 #include "tensor/tensor.h"
+#include "tensor/vec.h"
 #include "test.h"
 
 #include <stdint.h>
@@ -325,7 +326,30 @@ static void test_get_row(void) {
     CHECK(memcmp(row, want, sizeof row) == 0, "mf_get_row reads row 2");
 }
 
+/* The attention vector kernels in use (AVX2 where the CPU has it) equal
+ * their scalar references bit for bit: dot16, fma and the 16-lane
+ * reduction at lengths around the vector widths. */
+static void test_vec_kernels(void) {
+    uint32_t r = 12345;
+    for (int64_t n = 1; n <= 136; n += (n < 20 ? 1 : 13)) {
+        float a[16 * 136], b[136], y0[136], y1[136], o0[136], o1[136];
+        for (int64_t i = 0; i < 16 * n; i++) r = r * 1664525u + 1013904223u, a[i] = (float)(int32_t)r / 1e9f;
+        for (int64_t i = 0; i < n; i++) r = r * 1664525u + 1013904223u, b[i] = (float)(int32_t)r / 3e8f;
+        float d0 = mf_vec_dot16_ref(n, a, b), d1 = mf_vec_dot16(n, a, b);
+        CHECK(memcmp(&d0, &d1, 4) == 0, "dot16 n=%lld: %.9g vs ref %.9g", (long long)n, d1, d0);
+        memcpy(y0, a + n, sizeof(float) * (size_t)n);
+        memcpy(y1, a + n, sizeof(float) * (size_t)n);
+        mf_vec_fma_ref(n, y0, b, 0.37f);
+        mf_vec_fma(n, y1, b, 0.37f);
+        CHECK(memcmp(y0, y1, sizeof(float) * (size_t)n) == 0, "fma n=%lld differs", (long long)n);
+        mf_vec_reduce16_ref(n, a, o0);
+        mf_vec_reduce16(n, a, o1);
+        CHECK(memcmp(o0, o1, sizeof(float) * (size_t)n) == 0, "reduce16 n=%lld differs", (long long)n);
+    }
+}
+
 int main(void) {
+    test_vec_kernels();
     test_fixtures();
     test_special_values();
     test_f16_exhaustive();
