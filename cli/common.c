@@ -233,10 +233,11 @@ void cli_print_stats(const mf_session *s, double tok_s) {
                 st.predicted_peak / mib,
                 100.0 * ((double)st.peak_rss - (double)st.predicted_peak) / (double)st.predicted_peak);
     fprintf(stderr, "\nstats: read %.1f MiB from disk (%s), %.2f s in reads, %.2f s waiting | "
-            "%d streamed units, %.1f MiB resident, %.1f MiB streamed per pass | prefill chunk %d\n",
+            "%d streamed units, %.1f MiB resident, %.1f MiB streamed per pass | prefill chunk %d | "
+            "%.1f MiB repacked\n",
             st.bytes_read / mib, st.direct_io ? "O_DIRECT" : "buffered", st.io_seconds,
             st.wait_seconds, st.n_streamed_layers, st.resident_bytes / mib,
-            st.streamed_bytes_per_pass / mib, st.n_batch);
+            st.streamed_bytes_per_pass / mib, st.n_batch, st.packed_bytes / mib);
     if (st.budget)
         fprintf(stderr, "stats: %.2f tok/s measured, %.2f predicted for decoding\n", tok_s,
                 st.predicted_decode_tps);

@@ -135,6 +135,7 @@ typedef struct mf_session_stats {
     double predicted_decode_tps, predicted_prefill_tps;
     int n_streamed_layers, n_batch;
     int direct_io;                 /* O_DIRECT in use */
+    uint64_t packed_bytes;         /* weights repacked for this CPU's kernels */
 } mf_session_stats;
 void mf_session_get_stats(const mf_session *s, mf_session_stats *out);
 

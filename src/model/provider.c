@@ -16,6 +16,7 @@ typedef struct {
     mf_model *m;
     int n_weights;
     void **packed;  /* (n_weights): packed copy of weight id, or NULL */
+    uint64_t packed_bytes;
 } mapped_ctx;
 
 static int mapped_n_parts(void *ctx, const mf_weight *w) {
@@ -76,6 +77,7 @@ static mf_status pack_weight(mapped_ctx *c, const mf_weight *w) {
         return mf_errorf(MF_E_NOMEM, "out of memory packing '%s' (%llu bytes)", w->name,
                          (unsigned long long)bytes);
     c->packed[w->id] = dst;
+    c->packed_bytes += bytes;
     if (!mf_pack_rows(w->type, w->data, dst, w->n_in, w->n_out))
         return mf_errorf(MF_E_NOMEM, "out of memory packing '%s'", w->name);
     /* the tied output matrix is also the embedding table, read by rows */
@@ -99,6 +101,6 @@ mf_status mf_provider_mapped(mf_model *m, bool pack, mf_provider *out) {
         return st;
     }
     *out = (mf_provider){c, mapped_n_parts, mapped_acquire, mapped_release, mapped_embd_row,
-                         mapped_destroy};
+                         mapped_destroy, c->packed_bytes};
     return MF_OK;
 }

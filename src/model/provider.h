@@ -21,6 +21,7 @@ typedef struct mf_provider {
     /* Row `id` of token_embd as f32 (dim values). */
     mf_status (*embd_row)(void *ctx, int32_t id, float *dst);
     void (*destroy)(void *ctx);
+    uint64_t packed_bytes;  /* weights held in a packed layout (tensor.h) */
 } mf_provider;
 
 /* Everything from the mapping (no budget): pages are faulted in on use.

@@ -109,6 +109,7 @@ void mf_session_get_stats(const mf_session *s, mf_session_stats *out) {
     memset(out, 0, sizeof *out);
     out->peak_rss = mf_peak_rss();
     out->n_batch = s->n_batch;
+    out->packed_bytes = s->prov.packed_bytes;
     const mf_plan *pl = s->plan;
     if (!pl) return;
     out->budget = pl->budget;

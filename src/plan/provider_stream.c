@@ -144,8 +144,10 @@ mf_status mf_provider_planned(mf_model *m, const mf_plan *pl, mf_ledger *ledger,
         planned_destroy(c);
         return st;
     }
+    uint64_t packed = 0;
+    for (int u = 0; u < pl->n_units; u++) packed += c->packed[u] ? pl->unit_len[u] : 0;
     *out = (mf_provider){c, planned_n_parts, planned_acquire, planned_release, planned_embd_row,
-                         planned_destroy};
+                         planned_destroy, packed};
     return MF_OK;
 }
 

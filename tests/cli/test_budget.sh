@@ -32,6 +32,21 @@ for kv in f32 q8_0; do
     grep -q "read .* MiB from disk" "$T/err" && ok || bad "stats line"
     echo "kv $kv: budget $budget_mib MiB, model $((size / 1048576)) MiB: VmHWM $peak MiB, predicted $pred MiB"
 done
+# q4_K: where this CPU multiplies a packed layout (AVX-512 VNNI), matrices
+# are repacked when made resident (every one without a budget, the resident
+# units with one); the logits are the same bits either way
+$MEMFIT quantize "$T/m.gguf" "$T/q.gguf" --type q4_k --pure -q >/dev/null 2>&1 || bad "quantize q4_k"
+$MEMFIT logits -m "$T/q.gguf" --ids $ids --gen 6 -c 128 --stats -o "$T/qa.ref" 2>"$T/err" || bad "q4_k run"
+packed=$(sed -n 's/.*| \([0-9.]*\) MiB repacked.*/\1/p' "$T/err")
+MF_NO_REPACK=1 $MEMFIT logits -m "$T/q.gguf" --ids $ids --gen 6 -c 128 --stats -o "$T/qb.ref" 2>"$T/err" \
+    || bad "q4_k run without repacking"
+grep -q "| 0.0 MiB repacked" "$T/err" && ok || bad "MF_NO_REPACK=1 still repacked"
+cmp -s "$T/qa.ref" "$T/qb.ref" && ok || bad "q4_k: repacked and row-major logits differ"
+$MEMFIT logits -m "$T/q.gguf" --ids $ids --gen 6 -c 128 --mem 24M --stats -o "$T/qc.ref" 2>"$T/err" \
+    || bad "q4_k budget run"
+cmp -s "$T/qa.ref" "$T/qc.ref" && ok || bad "q4_k: logits under --mem (some units resident, repacked) differ"
+qpacked=$(sed -n 's/.*| \([0-9.]*\) MiB repacked.*/\1/p' "$T/err")
+echo "q4_k: ${packed:-?} MiB repacked without a budget, ${qpacked:-?} MiB of the resident units under 24 MiB"
 # generation under the budget gives the same tokens as without
 $MEMFIT run -m "$T/m.gguf" --ids 1,2,3 -n 12 --temp 0 -c 64 >"$T/a.txt" 2>/dev/null
 $MEMFIT run -m "$T/m.gguf" --ids 1,2,3 -n 12 --temp 0 -c 64 --mem ${budget_mib}M >"$T/b.txt" 2>/dev/null
