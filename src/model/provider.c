@@ -15,7 +15,8 @@
 typedef struct {
     mf_model *m;
     int n_weights;
-    void **packed;  /* (n_weights): packed copy of weight id, or NULL */
+    void **packed;  /* (n_weights): packed copy of weight id (in the arena), or NULL */
+    uint8_t *arena; /* one anonymous mapping holding every packed copy */
     uint64_t packed_bytes;
 } mapped_ctx;
 
@@ -53,7 +54,7 @@ static mf_status mapped_embd_row(void *vctx, int32_t id, float *dst) {
 static void mapped_destroy(void *vctx) {
     mapped_ctx *c = vctx;
     if (!c) return;
-    for (int i = 0; c->packed && i < c->n_weights; i++) free(c->packed[i]);
+    if (c->arena) munmap(c->arena, (size_t)c->packed_bytes);
     free(c->packed);
     free(c);
 }
@@ -66,22 +67,45 @@ static void unmap_pages(const void *p, uint64_t len) {
     if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
 }
 
-static mf_status pack_weight(mapped_ctx *c, const mf_weight *w) {
+/* Bytes of w's packed copy; 0 if it is not packed. */
+static uint64_t packed_size(const mf_weight *w) {
     uint64_t row;
     if (!mf_can_pack(w->type, w->n_in, w->n_out) ||
         !mf_type_row_bytes(w->type, (uint64_t)w->n_in, &row))
-        return MF_OK;
-    uint64_t bytes = row * (uint64_t)w->n_out;
-    void *dst = NULL;
-    if (posix_memalign(&dst, 64, (size_t)bytes) != 0)
-        return mf_errorf(MF_E_NOMEM, "out of memory packing '%s' (%llu bytes)", w->name,
-                         (unsigned long long)bytes);
-    c->packed[w->id] = dst;
-    c->packed_bytes += bytes;
-    if (!mf_pack_rows(w->type, w->data, dst, w->n_in, w->n_out))
-        return mf_errorf(MF_E_NOMEM, "out of memory packing '%s'", w->name);
-    /* the tied output matrix is also the embedding table, read by rows */
-    if (!(c->m->tied && w == &c->m->output)) unmap_pages(w->data, bytes);
+        return 0;
+    return row * (uint64_t)w->n_out; /* rows are whole 64-byte multiples (q4_K: 144 x 16) */
+}
+
+/* Pack every eligible matrix into one arena. The arena asks for
+ * transparent huge pages: decoding walks all of it once per token, and
+ * with 4 KiB pages every page is a TLB miss (a two-level walk under a
+ * hypervisor) that the kernel's loads, unlike a plain read loop's, are too
+ * few to overlap. */
+static mf_status pack_all(mapped_ctx *c) {
+    uint64_t total = 0;
+    for (int id = 0; id < c->n_weights; id++) total += packed_size(mf_model_weight(c->m, id));
+    if (!total) return MF_OK;
+    void *a = mmap(NULL, (size_t)total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (a == MAP_FAILED)
+        return mf_errorf(MF_E_NOMEM, "out of memory packing the weights (%llu bytes)",
+                         (unsigned long long)total);
+#ifdef MADV_HUGEPAGE
+    madvise(a, (size_t)total, MADV_HUGEPAGE); /* a hint: ignored where THP is off */
+#endif
+    c->arena = a;
+    c->packed_bytes = total;
+    uint64_t off = 0;
+    for (int id = 0; id < c->n_weights; id++) {
+        const mf_weight *w = mf_model_weight(c->m, id);
+        uint64_t bytes = packed_size(w);
+        if (!bytes) continue;
+        c->packed[id] = c->arena + off;
+        off += bytes;
+        if (!mf_pack_rows(w->type, w->data, c->packed[id], w->n_in, w->n_out))
+            return mf_errorf(MF_E_NOMEM, "out of memory packing '%s'", w->name);
+        /* the tied output matrix is also the embedding table, read by rows */
+        if (!(c->m->tied && w == &c->m->output)) unmap_pages(w->data, bytes);
+    }
     return MF_OK;
 }
 
@@ -94,7 +118,7 @@ mf_status mf_provider_mapped(mf_model *m, bool pack, mf_provider *out) {
     if (pack) {
         c->packed = calloc((size_t)c->n_weights, sizeof *c->packed);
         if (!c->packed) st = mf_errorf(MF_E_NOMEM, "out of memory");
-        for (int id = 0; st == MF_OK && id < c->n_weights; id++) st = pack_weight(c, mf_model_weight(m, id));
+        if (st == MF_OK) st = pack_all(c);
     }
     if (st != MF_OK) {
         mapped_destroy(c);
