@@ -1,6 +1,6 @@
 /* kernels_pack_avx512.c — AVX-512 (F, BW, VL, VNNI) products of packed
- * q4_K x16 weight groups (pack.c) with q8_K activation rows, 1..4 tokens
- * per pass.
+ * weight groups (pack.c): q4_K x16 with q8_K activation rows (1..4 tokens
+ * per pass), q8_0 x16 with q8_0 activation rows (1..2 tokens per pass).
  *
  * Lane r of every register is row r of the group: vpdpbusd multiplies four
  * unsigned nibbles of row r by four broadcast q8 bytes, so after the eight
@@ -133,7 +133,67 @@ static void gemm_q4_k_x16(int64_t n, int n_tok, float *y, int64_t ldy, const voi
     }
 }
 
+/* ---- q8_0 x16 ----
+ * mf_ref_dot_q8_0's order, row by row: eight float lanes per row, lane l +=
+ * fma(dw*da, I_l) per block with I_l the exact dot of elements 4l..4l+3,
+ * then tree8. Register l of a token holds lane l of all 16 rows. The packed
+ * weights are w + 128 (unsigned for vpdpbusd), so each I_l starts from
+ * -128 x (the four activations' sum), which vpdpbusd of 0x80 bytes with
+ * the activations gives once per block. */
+#define NT8 2 /* tokens per pass: 8 accumulators each */
+
+BLOCK_FN void group_q8_0(int64_t n, const uint8_t *xg, const uint8_t *act, uint64_t act_row,
+                         const int nt, float *y, int64_t ldy) {
+    __m512 acc[NT8][8];
+#pragma GCC unroll 2
+    for (int t = 0; t < nt; t++)
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++) acc[t][l] = _mm512_setzero_ps();
+    const __m256i m80 = _mm256_set1_epi8((char)0x80);
+    for (int64_t i = 0; i < n / 32; i++) {
+        const uint8_t *b = xg + (uint64_t)i * MF_Q8_0_X16_BYTES;
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
+        __m512 dd[NT8];
+        _Alignas(32) int32_t off[NT8][8];
+        const uint8_t *q[NT8];
+#pragma GCC unroll 2
+        for (int t = 0; t < nt; t++) {
+            q[t] = act + (uint64_t)t * act_row + (uint64_t)i * MF_Q8_0_BYTES;
+            dd[t] = _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(mf_rd16(q[t]))));
+            const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), m80,
+                                                  _mm256_loadu_si256((const __m256i *)(q[t] + 2)));
+            _mm256_store_si256((__m256i *)off[t], _mm256_sub_epi32(_mm256_setzero_si256(), s));
+        }
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++) {
+            const __m512i v = _mm512_loadu_si512(b + 32 + 64 * l);
+#pragma GCC unroll 2
+            for (int t = 0; t < nt; t++) {
+                const __m512i isum = dpbusd_b(_mm512_set1_epi32(off[t][l]), v, q[t] + 2 + 4 * l);
+                acc[t][l] = _mm512_fmadd_ps(dd[t], _mm512_cvtepi32_ps(isum), acc[t][l]);
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int t = 0; t < nt; t++) {
+        __m512 s4[4];
+        for (int l = 0; l < 4; l++) s4[l] = _mm512_add_ps(acc[t][l], acc[t][l + 4]);
+        _mm512_storeu_ps(y + t * ldy, _mm512_add_ps(_mm512_add_ps(s4[0], s4[2]), _mm512_add_ps(s4[1], s4[3])));
+    }
+}
+
+static void gemm_q8_0_x16(int64_t n, int n_tok, float *y, int64_t ldy, const void *xg,
+                          const void *act, uint64_t act_row) {
+    const uint8_t *a = act;
+    int t = 0;
+    for (; t + 2 <= n_tok; t += 2) group_q8_0(n, xg, a + (uint64_t)t * act_row, act_row, 2, y + t * ldy, ldy);
+    if (t < n_tok) group_q8_0(n, xg, a + (uint64_t)t * act_row, act_row, 1, y + t * ldy, ldy);
+}
+
 void mf_avx512_install_pack(mf_type_traits table[MF_TYPE_COUNT]) {
+    table[MF_TYPE_Q8_0].pack_rows = 16;
+    table[MF_TYPE_Q8_0].pack = mf_pack_q8_0_x16;
+    table[MF_TYPE_Q8_0].gemm_packed = gemm_q8_0_x16;
     table[MF_TYPE_Q4_K].pack_rows = 16;
     table[MF_TYPE_Q4_K].pack = mf_pack_q4_k_x16;
     table[MF_TYPE_Q4_K].gemm_packed = gemm_q4_k_x16;

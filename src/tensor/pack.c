@@ -1,6 +1,6 @@
-/* pack.c — the interleaved in-memory layout of q4_K weights ("q4_K x16")
- * that the AVX-512 decode kernel reads, and the conversions to and from
- * the file's row-major blocks.
+/* pack.c — the interleaved in-memory layouts of q4_K and q8_0 weights
+ * ("x16": 16 rows per group) that the AVX-512 kernels read, and the
+ * conversions to and from the file's row-major blocks.
  *
  * Why: a row-major q4_K row dotted with one activation row leaves 64 int32
  * partial sums per super-block that must be reduced, scaled and shuffled
@@ -55,6 +55,39 @@ void mf_unpack_q4_k_x16(const void *src, void *dst, uint64_t dst_stride, int64_t
             for (int p = 0; p < 4; p++)
                 for (int k = 0; k < 8; k++)
                     memcpy(b + 16 + 32 * p + 4 * k, s + 256 + (p * 8 + k) * 64 + 4 * r, 4);
+        }
+    }
+}
+
+/* q8_0 x16: per block of 32 columns of the 16-row group (16 x 34 bytes):
+ *   [0, 32)     d of rows 0..15 (f16)
+ *   [32, 544)   for step l = 0..7, 64 bytes holding qs[4l .. 4l + 3] of row r
+ *               at 4r, each byte XOR 0x80 (w + 128: unsigned, what vpdpbusd
+ *               multiplies; the kernel takes 128 x the activation sum back). */
+#define QB 34
+
+void mf_pack_q8_0_x16(const void *src, uint64_t src_stride, void *dst, int64_t n_in) {
+    const uint8_t *s = src;
+    uint8_t *d = dst;
+    for (int64_t i = 0; i < n_in / 32; i++, d += MF_Q8_0_X16_BYTES) {
+        for (int r = 0; r < 16; r++) {
+            const uint8_t *b = s + (uint64_t)r * src_stride + (uint64_t)i * QB;
+            memcpy(d + 2 * r, b, 2);
+            for (int l = 0; l < 8; l++)
+                for (int k = 0; k < 4; k++) d[32 + 64 * l + 4 * r + k] = b[2 + 4 * l + k] ^ 0x80;
+        }
+    }
+}
+
+void mf_unpack_q8_0_x16(const void *src, void *dst, uint64_t dst_stride, int64_t n_in) {
+    const uint8_t *s = src;
+    uint8_t *d = dst;
+    for (int64_t i = 0; i < n_in / 32; i++, s += MF_Q8_0_X16_BYTES) {
+        for (int r = 0; r < 16; r++) {
+            uint8_t *b = d + (uint64_t)r * dst_stride + (uint64_t)i * QB;
+            memcpy(b, s + 2 * r, 2);
+            for (int l = 0; l < 8; l++)
+                for (int k = 0; k < 4; k++) b[2 + 4 * l + k] = s[32 + 64 * l + 4 * r + k] ^ 0x80;
         }
     }
 }

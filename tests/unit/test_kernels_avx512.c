@@ -7,8 +7,8 @@
  * lengths from one block to 17152 (more than one pass of the four-row
  * kernels: 8192 elements for q4_0/iq4_nl, 16384 for q4_K); the one-row
  * kernel and each row of the four-row kernel must give exactly the
- * reference's float; so must the packed q4_K x16 kernel for every row and
- * token count. The active table holds the AVX-512 kernels only on a
+ * reference's float; so must the packed q4_K and q8_0 x16 kernels for
+ * every row and token count. The active table holds the AVX-512 kernels only on a
  * CPU with AVX-512 F/BW/VL/VNNI and without MF_FORCE_REF; otherwise the
  * test says so and checks nothing. */
 #include "tensor/kernels.h"
@@ -97,29 +97,38 @@ static void test_type(int t, int64_t n) {
     free(f);
 }
 
-/* The packed layout (pack.c): 16 rows of random q4_K blocks (some with
- * every nibble 15 against -128 activations, the largest integer sums) and
- * n_tok q8_K rows; gemm_packed on each count of tokens 1..9 must give
- * exactly the reference's float for every row and token, and unpacking
- * must give the rows back. */
+/* The packed layouts (pack.c): 16 rows of random blocks (with runs of the
+ * extreme bytes: q4_K nibbles 15, q8_0 weights -128 and 127, activations
+ * -128) and n_tok activation rows; gemm_packed on each count of tokens
+ * 1..9 must give exactly the reference's float for every row and token,
+ * and unpacking must give the rows back. */
 static void test_packed(int t, int64_t n, int n_tok) {
     const mf_type_traits *a = mf_traits(t), *r = mf_traits_ref(t);
-    int vt = a->vec_dot_type, pr = a->pack_rows;
-    uint64_t rb, yb;
+    int vt = a->vec_dot_type, pr = a->pack_rows, blk = mf_type_layout_of(t)->block;
+    uint64_t rb, yb, bb = (uint64_t)mf_type_layout_of(t)->bytes, vbb = (uint64_t)mf_type_layout_of(vt)->bytes;
     CHECK(pr > 0 && a->gemm_packed && a->pack, "%s: no packed kernel", mf_type_name(t));
     if (!(pr > 0 && a->gemm_packed && a->pack)) return;
+    void (*unpack)(const void *, void *, uint64_t, int64_t) =
+        t == MF_TYPE_Q4_K ? mf_unpack_q4_k_x16 : mf_unpack_q8_0_x16;
     mf_type_row_bytes(t, (uint64_t)n, &rb);
     mf_type_row_bytes(vt, (uint64_t)n, &yb);
     uint8_t *x = malloc(pr * rb), *xp = malloc(pr * rb), *xu = malloc(pr * rb), *y = malloc(n_tok * yb);
     float *out = malloc(sizeof(float) * (size_t)(n_tok * pr));
     for (uint64_t i = 0; i < pr * rb; i++) x[i] = (uint8_t)next();
     for (uint64_t i = 0; i < n_tok * yb; i++) y[i] = (uint8_t)next();
-    fix_blocks(t, x, pr * n / 256);
-    for (int k = 0; k < 16; k++) memset(x + rb * (next() % (uint64_t)pr) + 144 * (next() % (uint64_t)(n / 256)) + 16, 0xff, 128);
-    for (int k = 0; k < 4; k++) memset(y + yb * (next() % (uint64_t)n_tok) + 4, 0x80, 256);
-    fix_blocks(vt, y, n_tok * n / 256);
+    int64_t nb = n / blk;
+    for (int k = 0; k < 16; k++) {
+        uint8_t *blkp = x + rb * (next() % (uint64_t)pr) + bb * (next() % (uint64_t)nb);
+        if (t == MF_TYPE_Q4_K) memset(blkp + 16, 0xff, 128);
+        else memset(blkp + 2, k & 1 ? 0x80 : 0x7f, 32);
+        memset(y + yb * (next() % (uint64_t)n_tok) + vbb * (next() % (uint64_t)(n / mf_type_layout_of(vt)->block)) +
+                   (vt == MF_TYPE_Q8_K ? 4 : 2),
+               0x80, vt == MF_TYPE_Q8_K ? 256 : 32);
+    }
+    fix_blocks(t, x, pr * nb);
+    fix_blocks(vt, y, n_tok * n / mf_type_layout_of(vt)->block);
     a->pack(x, rb, xp, n);
-    mf_unpack_q4_k_x16(xp, xu, rb, n);
+    unpack(xp, xu, rb, n);
     CHECK(memcmp(x, xu, pr * rb) == 0, "%s n=%lld: unpack(pack(rows)) differs", mf_type_name(t), (long long)n);
     for (int nt = 1; nt <= n_tok; nt++) {
         a->gemm_packed(n, nt, out, pr, xp, y, yb);
@@ -187,5 +196,6 @@ int main(void) {
     }
     test_q8_k_convert();
     for (size_t j = 0; j < sizeof len256 / sizeof len256[0]; j++) test_packed(MF_TYPE_Q4_K, len256[j], 9);
+    for (size_t j = 0; j < sizeof len32 / sizeof len32[0]; j++) test_packed(MF_TYPE_Q8_0, len32[j], 9);
     return test_report("kernels_avx512");
 }
