@@ -105,6 +105,12 @@ void mf_ref_dot_q4_k(int64_t n, float *s, const void *x, const void *y);
 void mf_pack_q4_k_x16(const void *src, uint64_t src_stride, void *dst, int64_t n_in);
 void mf_unpack_q4_k_x16(const void *src, void *dst, uint64_t dst_stride, int64_t n_in);
 #define MF_Q8_0_X16_BYTES (16 * 34) /* one 32-column block of a 16-row group */
+/* q4_0 and iq4_nl share one packed layout (18-byte blocks) */
+#define MF_Q4_0_X16_BYTES (16 * 18)
+void mf_pack_q4_0_x16(const void *src, uint64_t src_stride, void *dst, int64_t n_in);
+void mf_unpack_q4_0_x16(const void *src, void *dst, uint64_t dst_stride, int64_t n_in);
+/* iq4_nl's 16 levels plus 128 (kernels_q32_ref.c) */
+extern const uint8_t mf_iq4nl_levels_u[16];
 void mf_pack_q8_0_x16(const void *src, uint64_t src_stride, void *dst, int64_t n_in);
 void mf_unpack_q8_0_x16(const void *src, void *dst, uint64_t dst_stride, int64_t n_in);
 void mf_ref_dot_q5_k(int64_t n, float *s, const void *x, const void *y);

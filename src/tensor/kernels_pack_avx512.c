@@ -1,6 +1,7 @@
 /* kernels_pack_avx512.c — AVX-512 (F, BW, VL, VNNI) products of packed
  * weight groups (pack.c): q4_K x16 with q8_K activation rows (1..4 tokens
- * per pass), q8_0 x16 with q8_0 activation rows (1..2 tokens per pass).
+ * per pass), q8_0 x16 (1..2 tokens per pass) and q4_0 / iq4_nl x16 (1..4)
+ * with q8_0 activation rows.
  *
  * Lane r of every register is row r of the group: vpdpbusd multiplies four
  * unsigned nibbles of row r by four broadcast q8 bytes, so after the eight
@@ -190,7 +191,87 @@ static void gemm_q8_0_x16(int64_t n, int n_tok, float *y, int64_t ldy, const voi
     if (t < n_tok) group_q8_0(n, xg, a + (uint64_t)t * act_row, act_row, 1, y + t * ldy, ldy);
 }
 
+/* ---- q4_0 / iq4_nl x16 ----
+ * mf_ref_dot_q4_0/iq4_nl's order (llama.cpp's repacked GEMM): one chain per
+ * row, acc = fma(I_b, dw*dy, acc) per block with I_b the exact block dot.
+ * q4_0: I_b = sum(u * a) - 8 sum(a) over unsigned nibbles u, the high ones
+ * kept in place (x16) in their own sum and shifted back; iq4_nl: the
+ * nibbles index the levels + 128 with vpshufb and I_b = sum(L * a) -
+ * 128 sum(a). The activation sum comes from vpdpbusd of 1-bytes. */
+BLOCK_FN void group_q4_b32(int64_t n, const uint8_t *xg, const uint8_t *act, uint64_t act_row,
+                           const int nt, const bool nl, float *y, int64_t ldy) {
+    const __m512i m0f = _mm512_set1_epi8(0x0f), mf0 = _mm512_set1_epi8((char)0xf0);
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)mf_iq4nl_levels_u));
+    const __m256i ones = _mm256_set1_epi8(1);
+    __m512 acc[NT_MAX];
+#pragma GCC unroll 4
+    for (int t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / 32; i++) {
+        const uint8_t *b = xg + (uint64_t)i * MF_Q4_0_X16_BYTES;
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
+        __m512i lo[NT_MAX], hi[NT_MAX];
+        const uint8_t *q[NT_MAX];
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++) {
+            q[t] = act + (uint64_t)t * act_row + (uint64_t)i * MF_Q8_0_BYTES;
+            const __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones,
+                                                  _mm256_loadu_si256((const __m256i *)(q[t] + 2)));
+            __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            h = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(1, 0, 3, 2)));
+            h = _mm_add_epi32(h, _mm_shuffle_epi32(h, _MM_SHUFFLE(2, 3, 0, 1)));
+            lo[t] = _mm512_set1_epi32(-(nl ? 128 : 8) * _mm_cvtsi128_si32(h));
+            hi[t] = _mm512_setzero_si512();
+        }
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            const __m512i v = _mm512_loadu_si512(b + 32 + 64 * k);
+            __m512i vl, vh;
+            if (nl) {
+                vl = _mm512_shuffle_epi8(lut, _mm512_and_si512(v, m0f));
+                vh = _mm512_shuffle_epi8(lut, _mm512_and_si512(_mm512_srli_epi16(v, 4), m0f));
+            } else {
+                vl = _mm512_and_si512(v, m0f);
+                vh = _mm512_and_si512(v, mf0);
+            }
+#pragma GCC unroll 4
+            for (int t = 0; t < nt; t++) {
+                lo[t] = dpbusd_b(lo[t], vl, q[t] + 2 + 4 * k);
+                hi[t] = dpbusd_b(hi[t], vh, q[t] + 18 + 4 * k);
+            }
+        }
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++) {
+            const __m512i isum = _mm512_add_epi32(lo[t], nl ? hi[t] : _mm512_srai_epi32(hi[t], 4));
+            const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(mf_rd16(q[t]))));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), d, acc[t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ldy, acc[t]);
+}
+
+#define GEMM_B32(name, nl)                                                                         \
+    static void name(int64_t n, int n_tok, float *y, int64_t ldy, const void *xg, const void *act,  \
+                     uint64_t act_row) {                                                           \
+        const uint8_t *a = act;                                                                    \
+        int t = 0;                                                                                 \
+        for (; t + 4 <= n_tok; t += 4)                                                             \
+            group_q4_b32(n, xg, a + (uint64_t)t * act_row, act_row, 4, nl, y + t * ldy, ldy);      \
+        switch (n_tok - t) {                                                                       \
+        case 3: group_q4_b32(n, xg, a + (uint64_t)t * act_row, act_row, 3, nl, y + t * ldy, ldy); break; \
+        case 2: group_q4_b32(n, xg, a + (uint64_t)t * act_row, act_row, 2, nl, y + t * ldy, ldy); break; \
+        case 1: group_q4_b32(n, xg, a + (uint64_t)t * act_row, act_row, 1, nl, y + t * ldy, ldy); break; \
+        default: break;                                                                            \
+        }                                                                                          \
+    }
+GEMM_B32(gemm_q4_0_x16, false)
+GEMM_B32(gemm_iq4_nl_x16, true)
+
 void mf_avx512_install_pack(mf_type_traits table[MF_TYPE_COUNT]) {
+    table[MF_TYPE_Q4_0].pack_rows = table[MF_TYPE_IQ4_NL].pack_rows = 16;
+    table[MF_TYPE_Q4_0].pack = table[MF_TYPE_IQ4_NL].pack = mf_pack_q4_0_x16;
+    table[MF_TYPE_Q4_0].gemm_packed = gemm_q4_0_x16;
+    table[MF_TYPE_IQ4_NL].gemm_packed = gemm_iq4_nl_x16;
     table[MF_TYPE_Q8_0].pack_rows = 16;
     table[MF_TYPE_Q8_0].pack = mf_pack_q8_0_x16;
     table[MF_TYPE_Q8_0].gemm_packed = gemm_q8_0_x16;

@@ -19,6 +19,9 @@
 
 #define QK 32
 
+/* The levels plus 128 (unsigned), for the vpdpbusd kernels. */
+const uint8_t mf_iq4nl_levels_u[16] = {1, 24, 45, 63, 79, 93, 106, 118, 129, 141, 153, 166, 181, 197, 217, 241};
+
 /* ggml's kvalues_iq4nl: the 16 non-uniform levels of iq4_nl. */
 static const int8_t iq4nl_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                         1,    13,   25,  38,  53,  69,  89,  113};

@@ -1,4 +1,5 @@
-/* pack.c — the interleaved in-memory layouts of q4_K and q8_0 weights
+/* pack.c — the interleaved in-memory layouts of q4_K, q8_0, q4_0 and
+ * iq4_nl weights
  * ("x16": 16 rows per group) that the AVX-512 kernels read, and the
  * conversions to and from the file's row-major blocks.
  *
@@ -88,6 +89,36 @@ void mf_unpack_q8_0_x16(const void *src, void *dst, uint64_t dst_stride, int64_t
             memcpy(b, s + 2 * r, 2);
             for (int l = 0; l < 8; l++)
                 for (int k = 0; k < 4; k++) b[2 + 4 * l + k] = s[32 + 64 * l + 4 * r + k] ^ 0x80;
+        }
+    }
+}
+
+/* q4_0 / iq4_nl x16: per block of 32 columns of the group (16 x 18 bytes):
+ *   [0, 32)     d of rows 0..15 (f16)
+ *   [32, 288)   for step k = 0..3, 64 bytes holding qs[4k .. 4k + 3] of row r
+ *               at 4r (low nibbles: elements 4k.., high: 16 + 4k..). */
+#define Q4B 18
+
+void mf_pack_q4_0_x16(const void *src, uint64_t src_stride, void *dst, int64_t n_in) {
+    const uint8_t *s = src;
+    uint8_t *d = dst;
+    for (int64_t i = 0; i < n_in / 32; i++, d += MF_Q4_0_X16_BYTES) {
+        for (int r = 0; r < 16; r++) {
+            const uint8_t *b = s + (uint64_t)r * src_stride + (uint64_t)i * Q4B;
+            memcpy(d + 2 * r, b, 2);
+            for (int k = 0; k < 4; k++) memcpy(d + 32 + 64 * k + 4 * r, b + 2 + 4 * k, 4);
+        }
+    }
+}
+
+void mf_unpack_q4_0_x16(const void *src, void *dst, uint64_t dst_stride, int64_t n_in) {
+    const uint8_t *s = src;
+    uint8_t *d = dst;
+    for (int64_t i = 0; i < n_in / 32; i++, s += MF_Q4_0_X16_BYTES) {
+        for (int r = 0; r < 16; r++) {
+            uint8_t *b = d + (uint64_t)r * dst_stride + (uint64_t)i * Q4B;
+            memcpy(b, s + 2 * r, 2);
+            for (int k = 0; k < 4; k++) memcpy(b + 2 + 4 * k, s + 32 + 64 * k + 4 * r, 4);
         }
     }
 }
