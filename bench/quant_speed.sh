@@ -31,7 +31,7 @@ flop=$(awk 'BEGIN { d = 2048; f = 5632; L = 22; kv = 256; v = 32000;
     echo
     echo "Each type made with \`memfit quantize --pure\` from the f16 synth model; \`memfit bench -p 64 -n 32 -r 3\`."
     echo "Decode GB/s = tg32 t/s x weight bytes per token; *read alone* = a pass that only reads those weights, in the"
-    echo "same process and memory, same threads (the ceiling; it varies ~31-56 GB/s between processes on this VM)."
+    echo "same process and memory, same threads (the ceiling; it moves between ~31 and ~67 GB/s over minutes on this VM)."
     echo "Read bandwidth of a fresh 1 GiB buffer (bench/bandwidth.c, 2 threads) at the start: $bw GB/s."
     echo "Made by \`sh bench/quant_speed.sh $threads\` on $(date -u +%Y-%m-%d)."
     echo

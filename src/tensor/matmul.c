@@ -11,7 +11,12 @@
  * the other tokens. Every output is one dot product
  * of the same two rows in the same order whatever the thread count, the tile
  * or the batch (vec_dot4 is bit-identical to vec_dot by contract), which is
- * what makes the results bit-identical across all of them. */
+ * what makes the results bit-identical across all of them.
+ *
+ * Weights in a type's packed layout (16 rows interleaved; tensor.h) take
+ * mf_matmul_packed_ld: the same conversion, then runs of row groups claimed
+ * by the threads, each group multiplied by a tile's tokens in one call;
+ * again every output is the reference's dot product, bit for bit. */
 #include "tensor/kernels.h"
 
 #include <math.h>
@@ -153,7 +158,9 @@ bool mf_can_pack(int wtype, int64_t n_in, int64_t n_out) {
 bool mf_pack_rows(int wtype, const void *src, void *dst, int64_t n_in, int64_t n_out) {
     const mf_type_traits *tt = mf_traits(wtype);
     uint64_t row;
-    if (!mf_type_row_bytes(wtype, (uint64_t)n_in, &row)) return false;
+    if (!tt || tt->pack_rows <= 0 || !tt->pack || n_out % tt->pack_rows ||
+        !mf_type_row_bytes(wtype, (uint64_t)n_in, &row))
+        return false;
     uint64_t gbytes = row * (uint64_t)tt->pack_rows;
     uint8_t *tmp = src == dst ? malloc((size_t)gbytes) : NULL;
     if (src == dst && !tmp) return false;

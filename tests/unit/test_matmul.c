@@ -6,7 +6,8 @@
  * hold bit for bit: the same output for pools of 1, 2, 3 and 4 threads, and
  * for each token computed alone (n_tok = 1) or inside a batch. The program
  * also re-runs itself with MF_FORCE_REF=1 so the reference kernels go
- * through the same checks. */
+ * through the same checks; packed weights must match the row layout bit
+ * for bit under the same properties. */
 #include "tensor/tensor.h"
 #include "test.h"
 
@@ -132,6 +133,53 @@ static void test_sizes(void) {
     for (size_t t = 0; t < 3; t++) run_case(types[t], 37, 5, 3);
 }
 
+/* Packed weights (where this CPU has a packed kernel): the same bits as the
+ * row layout for pools of 1..4 threads (the threads claim runs of groups in
+ * whatever order they get to them), for batches over more than one tile and
+ * for each token alone. */
+static void test_packed(void) {
+    static const int types[] = {MF_TYPE_Q4_K, MF_TYPE_Q8_0, MF_TYPE_Q4_0, MF_TYPE_IQ4_NL};
+    static const int64_t n_ins[] = {256, 512, 2048}, n_outs[] = {16, 48, 272}, n_toks[] = {1, 3, 17, 70};
+    for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
+        if (!mf_can_pack(types[t], 256, 16)) {
+            printf("matmul: no packed %s kernel on this CPU (or MF_NO_REPACK set); skipped\n",
+                   mf_type_name(types[t]));
+            continue;
+        }
+        for (size_t i = 0; i < 3; i++)
+            for (size_t o = 0; o < 3; o++)
+                for (size_t k = 0; k < 4; k++) {
+                    mm_case c = {types[t], n_ins[i], n_outs[o], n_toks[k], NULL, NULL, NULL, NULL, NULL};
+                    size_t ny = (size_t)(c.n_tok * c.n_out);
+                    uint64_t row;
+                    mf_type_row_bytes(c.type, (uint64_t)c.n_in, &row);
+                    float *y0 = malloc(ny * 4), *yp = malloc(ny * 4);
+                    void *wp = malloc(row * (uint64_t)c.n_out);
+                    if (!case_init(&c) || !y0 || !yp || !wp) {
+                        CHECK(0, "out of memory");
+                    } else {
+                        CHECK(mf_pack_rows(c.type, c.w, wp, c.n_in, c.n_out), "pack");
+                        mf_matmul_ld(pools[1], c.w, c.type, c.n_in, c.n_out, c.x, c.n_tok, y0, c.n_out, c.scratch);
+                        for (int p = 1; p <= 4; p++) {
+                            mf_matmul_packed_ld(pools[p], wp, c.type, c.n_in, c.n_out, c.x, c.n_tok, yp, c.n_out,
+                                                c.scratch);
+                            CHECK(memcmp(y0, yp, ny * 4) == 0, "packed %s %lldx%lld n_tok=%lld, %d threads: differs",
+                                  mf_type_name(c.type), (long long)c.n_out, (long long)c.n_in, (long long)c.n_tok, p);
+                        }
+                        int bad = 0;
+                        for (int64_t tk = 0; tk < c.n_tok; tk++) {
+                            mf_matmul_packed_ld(pools[2], wp, c.type, c.n_in, c.n_out, c.x + tk * c.n_in, 1, yp,
+                                                c.n_out, c.scratch);
+                            bad += memcmp(yp, y0 + tk * c.n_out, (size_t)c.n_out * 4) != 0;
+                        }
+                        CHECK(bad == 0, "packed %s: %d tokens alone differ", mf_type_name(c.type), bad);
+                    }
+                    case_free(&c);
+                    free(y0), free(yp), free(wp);
+                }
+    }
+}
+
 static void test_misc(void) {
     CHECK(mf_matmul_scratch_bytes(MF_TYPE_Q8_0, 64, 3) == 3 * 2 * 34, "q8_0 scratch");
     CHECK(mf_matmul_scratch_bytes(MF_TYPE_F16, 10, 2) == 40, "f16 scratch");
@@ -167,6 +215,7 @@ int main(int argc, char **argv) {
               "MF_FORCE_REF=1 selects the reference kernels");
     test_misc();
     test_sizes();
+    test_packed();
     for (int p = 1; p <= 4; p++) mf_pool_free(pools[p]);
     if (!child) test_forced_ref("/proc/self/exe");
     return test_report(child ? "matmul (MF_FORCE_REF=1)" : "matmul");
