@@ -26,6 +26,12 @@ static inline uint32_t mf_rd32(const uint8_t *p) {
     return v;
 }
 static inline void mf_wr16(uint8_t *p, uint16_t v) { memcpy(p, &v, sizeof v); }
+/* The f32 scale d at the start of a q8_K block. */
+static inline float mf_q8k_d(const uint8_t *p) {
+    float d;
+    memcpy(&d, p, sizeof d);
+    return d;
+}
 
 /* ggml's nearest_int: adding 1.5*2^23 leaves round-to-nearest-even of v in
  * the low mantissa bits (|v| < 2^22; bounded garbage, never UB, outside). */

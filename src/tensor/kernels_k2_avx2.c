@@ -36,12 +36,6 @@ static inline int32_t hsum_epi32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
-static inline float q8k_d(const uint8_t *y) {
-    float d;
-    memcpy(&d, y, sizeof d);
-    return d;
-}
-
 /* Sub-block scales of one half super-block (eight int16 in each 128-bit
  * half of v) spread so that, for plane p, the low eight int16 lanes hold
  * scale 2p and the high eight scale 2p+1: elements 0..15 and 16..31 of the
@@ -86,7 +80,7 @@ static void dot_q2_k(int64_t n, float *s, const void *x, const void *y) {
     float acc = 0.0f, macc = 0.0f;
     for (int64_t i = 0; i < n / QK_K; i++, a += 84, b += MF_Q8_K_BYTES) {
         const int8_t *q8 = (const int8_t *)(b + 4);
-        float dy = q8k_d(b);
+        float dy = mf_q8k_d(b);
         float dd = _cvtsh_ss(mf_rd16(a + 80)) * dy, dm = _cvtsh_ss(mf_rd16(a + 82)) * dy;
         __m128i raw = _mm_loadu_si128((const __m128i *)a);
         __m256i sc = _mm256_cvtepu8_epi16(_mm_and_si128(raw, m4));
@@ -148,7 +142,7 @@ static void dot_q3_k(int64_t n, float *s, const void *x, const void *y) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++, a += 110, b += MF_Q8_K_BYTES) {
         const int8_t *q8 = (const int8_t *)(b + 4);
-        float d = q8k_d(b) * _cvtsh_ss(mf_rd16(a + 108));
+        float d = mf_q8k_d(b) * _cvtsh_ss(mf_rd16(a + 108));
         __m256i sc = q3k_scales(a + 96);
         __m256i sumi = _mm256_add_epi32(q3k_half(a, a + 32, q8, half_scales(sc, 0), 0),
                                         q3k_half(a, a + 64, q8 + 128, half_scales(sc, 1), 1));
@@ -165,7 +159,7 @@ static void dot_iq4_xs(int64_t n, float *s, const void *x, const void *y) {
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++, a += 136, b += MF_Q8_K_BYTES) {
         const int8_t *q8 = (const int8_t *)(b + 4);
-        float d = _cvtsh_ss(mf_rd16(a)) * q8k_d(b);
+        float d = _cvtsh_ss(mf_rd16(a)) * mf_q8k_d(b);
         uint16_t sh = mf_rd16(a + 2);
         __m256i sumi = _mm256_setzero_si256();
         for (int ib = 0; ib < 8; ib++) {

@@ -29,12 +29,6 @@ static float lanes8_sum(const float v[8]) {
     return (s4[0] + s4[2]) + (s4[1] + s4[3]);
 }
 
-static float q8k_d(const uint8_t *y) {
-    float d;
-    memcpy(&d, y, sizeof d);
-    return d;
-}
-
 /* ---- element access (ggml-common.h layouts) ----
  * q2_K/q3_K element e: half h = e/128 of qs, plane p = (e/32)%4 (bits 2p),
  * byte l = e%32; q3_K's third bit is bit 4h+p of hmask[l]. */
@@ -85,7 +79,7 @@ void mf_ref_dot_q3_k(int64_t n, float *s, const void *x, const void *y) {
     int sc[16];
     for (int64_t i = 0; i < n / QK_K; i++, a += Q3K_BYTES, b += MF_Q8_K_BYTES) {
         const int8_t *q8 = (const int8_t *)(b + 4);
-        float d = q8k_d(b) * mf_f16_to_f32(mf_rd16(a + 108));
+        float d = mf_q8k_d(b) * mf_f16_to_f32(mf_rd16(a + 108));
         int32_t isum[8] = {0};
         q3_scales(a + 96, sc);
         for (int e = 0; e < QK_K; e++)
@@ -100,7 +94,7 @@ void mf_ref_dot_iq4_xs(int64_t n, float *s, const void *x, const void *y) {
     float lanes[8] = {0};
     for (int64_t i = 0; i < n / QK_K; i++, a += IQ4XS_BYTES, b += MF_Q8_K_BYTES) {
         const int8_t *q8 = (const int8_t *)(b + 4);
-        float d = mf_f16_to_f32(mf_rd16(a)) * q8k_d(b);
+        float d = mf_f16_to_f32(mf_rd16(a)) * mf_q8k_d(b);
         int32_t isum[8] = {0};
         for (int e = 0; e < QK_K; e++)
             isum[(e & 31) >> 2] += iq4xs_scale(a, e >> 5) * iq4_at(a + 8, e) * q8[e];
@@ -120,7 +114,7 @@ void mf_ref_dot_q2_k(int64_t n, float *s, const void *x, const void *y) {
     float acc = 0.0f, macc = 0.0f;
     for (int64_t i = 0; i < n / QK_K; i++, a += Q2K_BYTES, b += MF_Q8_K_BYTES) {
         const int8_t *q8 = (const int8_t *)(b + 4);
-        float dy = q8k_d(b);
+        float dy = mf_q8k_d(b);
         float dd = mf_f16_to_f32(mf_rd16(a + 80)) * dy;
         float dm = mf_f16_to_f32(mf_rd16(a + 82)) * dy;
         for (int h = 0; h < 2; h++) {

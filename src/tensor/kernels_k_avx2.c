@@ -25,12 +25,6 @@ static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-static inline float q8k_d(const uint8_t *y) {
-    float d;
-    memcpy(&d, y, sizeof d);
-    return d;
-}
-
 /* The 8 six-bit scales (int16 lanes 0..7) and mins (lanes 8..15) of a
  * q4_K/q5_K block, unpacked from the 12 bytes with 32-bit word operations. */
 static inline __m256i k4_scales_mins(const uint8_t *s) {
@@ -91,7 +85,7 @@ static void dot_q4_k(int64_t n, float *s, const void *x, const void *y) {
     const uint8_t *a = x, *b = y;
     float acc = 0, accm = 0, is[4], im[4];
     for (int64_t i = 0; i < n / QK_K; i++, a += 144, b += MF_Q8_K_BYTES) {
-        float dy = q8k_d(b);
+        float dy = mf_q8k_d(b);
         float dd = _cvtsh_ss(mf_rd16(a)) * dy, dm = _cvtsh_ss(mf_rd16(a + 2)) * dy;
         __m128 vi, vm;
         q4k_block(a, b, &vi, &vm);
@@ -113,7 +107,7 @@ static void dot4_q4_k(int64_t n, float s[4], const void *x, uint64_t xs, const v
     __m128 acc = _mm_setzero_ps(), accm = acc;
     for (int64_t i = 0; i < n / QK_K; i++, b += MF_Q8_K_BYTES) {
         const uint64_t o = (uint64_t)i * 144;
-        __m128 dy = _mm_set1_ps(q8k_d(b)), vi[4], vm[4], dx, dmx;
+        __m128 dy = _mm_set1_ps(mf_q8k_d(b)), vi[4], vm[4], dx, dmx;
         float d_r[4], m_r[4];
         for (int r = 0; r < 4; r++) {
             const uint8_t *ar = a + r * xs + o;
@@ -165,7 +159,7 @@ static void dot_q5_k(int64_t n, float *s, const void *x, const void *y) {
     __m256 acc = _mm256_setzero_ps();
     float summs = 0;
     for (int64_t i = 0; i < n / QK_K; i++, a += 176, b += MF_Q8_K_BYTES) {
-        float dy = q8k_d(b);
+        float dy = mf_q8k_d(b);
         float d = dy * _cvtsh_ss(mf_rd16(a)), dmin = -dy * _cvtsh_ss(mf_rd16(a + 2));
         int32_t imin;
         __m256 v = q5k_block(a, b, &imin);
@@ -181,7 +175,7 @@ static void dot4_q5_k(int64_t n, float s[4], const void *x, uint64_t xs, const v
     float m0 = 0, m1 = 0, m2 = 0, m3 = 0;
     for (int64_t i = 0; i < n / QK_K; i++, b += MF_Q8_K_BYTES) {
         const uint64_t o = (uint64_t)i * 176;
-        float dy = q8k_d(b);
+        float dy = mf_q8k_d(b);
         int32_t i0, i1, i2, i3;
         __m256 v0 = q5k_block(a0 + o, b, &i0), v1 = q5k_block(a1 + o, b, &i1);
         __m256 v2 = q5k_block(a2 + o, b, &i2), v3 = q5k_block(a3 + o, b, &i3);
@@ -237,7 +231,7 @@ static void dot_q6_k(int64_t n, float *s, const void *x, const void *y) {
     const uint8_t *a = x, *b = y;
     __m256 acc = _mm256_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++, a += 210, b += MF_Q8_K_BYTES) {
-        __m256 d = _mm256_set1_ps(q8k_d(b) * _cvtsh_ss(mf_rd16(a + 208)));
+        __m256 d = _mm256_set1_ps(mf_q8k_d(b) * _cvtsh_ss(mf_rd16(a + 208)));
         acc = _mm256_fmadd_ps(d, q6k_block(a, b), acc);
     }
     *s = hsum8(acc);
@@ -248,7 +242,7 @@ static void dot4_q6_k(int64_t n, float s[4], const void *x, uint64_t xs, const v
     __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
     for (int64_t i = 0; i < n / QK_K; i++, b += MF_Q8_K_BYTES) {
         const uint64_t o = (uint64_t)i * 210;
-        float dy = q8k_d(b);
+        float dy = mf_q8k_d(b);
         c0 = _mm256_fmadd_ps(_mm256_set1_ps(dy * _cvtsh_ss(mf_rd16(a0 + o + 208))), q6k_block(a0 + o, b), c0);
         c1 = _mm256_fmadd_ps(_mm256_set1_ps(dy * _cvtsh_ss(mf_rd16(a1 + o + 208))), q6k_block(a1 + o, b), c1);
         c2 = _mm256_fmadd_ps(_mm256_set1_ps(dy * _cvtsh_ss(mf_rd16(a2 + o + 208))), q6k_block(a2 + o, b), c2);

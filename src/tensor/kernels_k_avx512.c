@@ -22,12 +22,6 @@
 #define XB 144
 #define BLOCK_FN static inline __attribute__((always_inline))
 
-static inline float q8k_d(const uint8_t *y) {
-    float d;
-    memcpy(&d, y, sizeof d);
-    return d;
-}
-
 /* Per 128-bit lane: [a0+a1, a2+a3, b0+b1, b2+b3] (AVX2's hadd, 4 lanes). */
 static inline __m512i hadd32(__m512i a, __m512i b) {
     __m512 fa = _mm512_castsi512_ps(a), fb = _mm512_castsi512_ps(b);
@@ -88,7 +82,7 @@ static void dot_q4_k(int64_t n, float *s, const void *x, const void *y) {
     const uint8_t *a = x, *b = y;
     float acc = 0, accm = 0, is[4], im[4];
     for (int64_t i = 0; i < n / QK_K; i++, a += XB, b += MF_Q8_K_BYTES) {
-        float dy = q8k_d(b);
+        float dy = mf_q8k_d(b);
         float dd = _cvtsh_ss(mf_rd16(a)) * dy, dm = _cvtsh_ss(mf_rd16(a + 2)) * dy;
         q8k_regs q = q8k_load(b);
         __m128 vi, vm;
@@ -219,7 +213,7 @@ static void dot4_q4_k(int64_t n, float s[4], const void *x, uint64_t xs, const v
                 part[k][r] = q4k_partials(ai + r * xs + (uint64_t)k * XB, &q[k], &smv[k][r]);
         for (int k = 0; k < m; k++) {
             __m512 v01, v23;
-            __m256 d = row_scales(ai + (uint64_t)k * XB, xs, q8k_d(bi + (uint64_t)k * MF_Q8_K_BYTES));
+            __m256 d = row_scales(ai + (uint64_t)k * XB, xs, mf_q8k_d(bi + (uint64_t)k * MF_Q8_K_BYTES));
             q4k_rows_sums(part[k], smv[k], ssp[k], imn, &v01, &v23);
             acc = chain4(v01, v23, d, acc);
         }

@@ -395,12 +395,6 @@ static float tree8(const float v[8]) {
     return (s4[0] + s4[2]) + (s4[1] + s4[3]);
 }
 
-static inline float q8k_d(const uint8_t *y) {
-    float d;
-    memcpy(&d, y, sizeof d);
-    return d;
-}
-
 static inline int q8k_bsum(const uint8_t *y, int g) { return (int16_t)mf_rd16(y + 260 + 2 * g); }
 
 /* Unsigned levels of a q4_K (qh NULL) or q5_K super-block in element order:
@@ -442,7 +436,7 @@ void mf_ref_dot_q4_k(int64_t n, float *s, const void *x, const void *y) {
     uint8_t u[QK_K];
     for (int64_t i = 0; i < n / QK_K; i++, a += 144, b += MF_Q8_K_BYTES) {
         const int8_t *q8 = (const int8_t *)(b + 4);
-        float dy = q8k_d(b);
+        float dy = mf_q8k_d(b);
         float dd = mf_f16_to_f32(mf_rd16(a)) * dy, dm = mf_f16_to_f32(mf_rd16(a + 2)) * dy;
         k45_unpack(a + 16, NULL, u);
         for (int p = 0; p < 4; p++) {
@@ -472,7 +466,7 @@ void mf_ref_dot_q5_k(int64_t n, float *s, const void *x, const void *y) {
     int sc16[16];
     int32_t isum[8];
     for (int64_t i = 0; i < n / QK_K; i++, a += 176, b += MF_Q8_K_BYTES) {
-        float dy = q8k_d(b);
+        float dy = mf_q8k_d(b);
         float d = dy * mf_f16_to_f32(mf_rd16(a)), dmin = -dy * mf_f16_to_f32(mf_rd16(a + 2));
         int32_t imin = 0;
         for (int j = 0; j < 8; j++) {
@@ -500,7 +494,7 @@ void mf_ref_dot_q6_k(int64_t n, float *s, const void *x, const void *y) {
     int sc16[16];
     int32_t isum[8];
     for (int64_t i = 0; i < n / QK_K; i++, a += 210, b += MF_Q8_K_BYTES) {
-        float d = q8k_d(b) * mf_f16_to_f32(mf_rd16(a + 208));
+        float d = mf_q8k_d(b) * mf_f16_to_f32(mf_rd16(a + 208));
         for (int g = 0; g < 16; g++) sc16[g] = (int8_t)a[192 + g];
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = a + 64 * h, *qh = a + 128 + 32 * h;

@@ -21,12 +21,6 @@
 #define NT_MAX 4
 #define BLOCK_FN static inline __attribute__((always_inline))
 
-static inline float q8k_d(const uint8_t *y) {
-    float d;
-    memcpy(&d, y, sizeof d);
-    return d;
-}
-
 /* acc += w (unsigned bytes) x the four signed bytes at p in every lane: the
  * broadcast folded into vpdpbusd's memory operand ({1to16}), which the
  * compiler does not do by itself; one instruction instead of two in the
@@ -68,7 +62,7 @@ BLOCK_FN void group_q4_k(int64_t n, const uint8_t *xg, const uint8_t *act, uint6
 #pragma GCC unroll 4
         for (int t = 0; t < nt; t++) {
             q[t] = act + (uint64_t)t * act_row + (uint64_t)i * MF_Q8_K_BYTES;
-            const __m512 dy = _mm512_set1_ps(q8k_d(q[t]));
+            const __m512 dy = _mm512_set1_ps(mf_q8k_d(q[t]));
             dd[t] = _mm512_mul_ps(dx, dy);
             dm[t] = _mm512_mul_ps(mx, dy);
             const __m256i bs = _mm256_loadu_si256((const __m256i *)(q[t] + 260));

@@ -60,65 +60,51 @@ void mf_unpack_q4_k_x16(const void *src, void *dst, uint64_t dst_stride, int64_t
     }
 }
 
-/* q8_0 x16: per block of 32 columns of the 16-row group (16 x 34 bytes):
+/* The 32-column types: a block is an f16 d and `steps` x 4 quant bytes.
+ *
+ * q8_0 x16: per block of 32 columns of the 16-row group (16 x 34 bytes):
  *   [0, 32)     d of rows 0..15 (f16)
  *   [32, 544)   for step l = 0..7, 64 bytes holding qs[4l .. 4l + 3] of row r
  *               at 4r, each byte XOR 0x80 (w + 128: unsigned, what vpdpbusd
- *               multiplies; the kernel takes 128 x the activation sum back). */
-#define QB 34
+ *               multiplies; the kernel takes 128 x the activation sum back).
+ * q4_0 / iq4_nl x16: the same with 18-byte blocks (16 x 18 bytes): four
+ * steps of qs[4k .. 4k + 3] (low nibbles: elements 4k.., high: 16 + 4k..),
+ * bytes unchanged. */
+static void pack_b32(const uint8_t *s, uint64_t src_stride, uint8_t *d, int64_t n_in, int bb,
+                     uint8_t flip) {
+    int steps = (bb - 2) / 4;
+    for (int64_t i = 0; i < n_in / 32; i++, d += 16 * bb) {
+        for (int r = 0; r < 16; r++) {
+            const uint8_t *b = s + (uint64_t)r * src_stride + (uint64_t)i * (uint64_t)bb;
+            memcpy(d + 2 * r, b, 2);
+            for (int l = 0; l < steps; l++)
+                for (int k = 0; k < 4; k++) d[32 + 64 * l + 4 * r + k] = b[2 + 4 * l + k] ^ flip;
+        }
+    }
+}
+
+static void unpack_b32(const uint8_t *s, uint8_t *d, uint64_t dst_stride, int64_t n_in, int bb,
+                       uint8_t flip) {
+    int steps = (bb - 2) / 4;
+    for (int64_t i = 0; i < n_in / 32; i++, s += 16 * bb) {
+        for (int r = 0; r < 16; r++) {
+            uint8_t *b = d + (uint64_t)r * dst_stride + (uint64_t)i * (uint64_t)bb;
+            memcpy(b, s + 2 * r, 2);
+            for (int l = 0; l < steps; l++)
+                for (int k = 0; k < 4; k++) b[2 + 4 * l + k] = s[32 + 64 * l + 4 * r + k] ^ flip;
+        }
+    }
+}
 
 void mf_pack_q8_0_x16(const void *src, uint64_t src_stride, void *dst, int64_t n_in) {
-    const uint8_t *s = src;
-    uint8_t *d = dst;
-    for (int64_t i = 0; i < n_in / 32; i++, d += MF_Q8_0_X16_BYTES) {
-        for (int r = 0; r < 16; r++) {
-            const uint8_t *b = s + (uint64_t)r * src_stride + (uint64_t)i * QB;
-            memcpy(d + 2 * r, b, 2);
-            for (int l = 0; l < 8; l++)
-                for (int k = 0; k < 4; k++) d[32 + 64 * l + 4 * r + k] = b[2 + 4 * l + k] ^ 0x80;
-        }
-    }
+    pack_b32(src, src_stride, dst, n_in, MF_Q8_0_BYTES, 0x80);
 }
-
 void mf_unpack_q8_0_x16(const void *src, void *dst, uint64_t dst_stride, int64_t n_in) {
-    const uint8_t *s = src;
-    uint8_t *d = dst;
-    for (int64_t i = 0; i < n_in / 32; i++, s += MF_Q8_0_X16_BYTES) {
-        for (int r = 0; r < 16; r++) {
-            uint8_t *b = d + (uint64_t)r * dst_stride + (uint64_t)i * QB;
-            memcpy(b, s + 2 * r, 2);
-            for (int l = 0; l < 8; l++)
-                for (int k = 0; k < 4; k++) b[2 + 4 * l + k] = s[32 + 64 * l + 4 * r + k] ^ 0x80;
-        }
-    }
+    unpack_b32(src, dst, dst_stride, n_in, MF_Q8_0_BYTES, 0x80);
 }
-
-/* q4_0 / iq4_nl x16: per block of 32 columns of the group (16 x 18 bytes):
- *   [0, 32)     d of rows 0..15 (f16)
- *   [32, 288)   for step k = 0..3, 64 bytes holding qs[4k .. 4k + 3] of row r
- *               at 4r (low nibbles: elements 4k.., high: 16 + 4k..). */
-#define Q4B 18
-
 void mf_pack_q4_0_x16(const void *src, uint64_t src_stride, void *dst, int64_t n_in) {
-    const uint8_t *s = src;
-    uint8_t *d = dst;
-    for (int64_t i = 0; i < n_in / 32; i++, d += MF_Q4_0_X16_BYTES) {
-        for (int r = 0; r < 16; r++) {
-            const uint8_t *b = s + (uint64_t)r * src_stride + (uint64_t)i * Q4B;
-            memcpy(d + 2 * r, b, 2);
-            for (int k = 0; k < 4; k++) memcpy(d + 32 + 64 * k + 4 * r, b + 2 + 4 * k, 4);
-        }
-    }
+    pack_b32(src, src_stride, dst, n_in, MF_Q4_0_BYTES, 0);
 }
-
 void mf_unpack_q4_0_x16(const void *src, void *dst, uint64_t dst_stride, int64_t n_in) {
-    const uint8_t *s = src;
-    uint8_t *d = dst;
-    for (int64_t i = 0; i < n_in / 32; i++, s += MF_Q4_0_X16_BYTES) {
-        for (int r = 0; r < 16; r++) {
-            uint8_t *b = d + (uint64_t)r * dst_stride + (uint64_t)i * Q4B;
-            memcpy(b, s + 2 * r, 2);
-            for (int k = 0; k < 4; k++) memcpy(b + 2 + 4 * k, s + 32 + 64 * k + 4 * r, 4);
-        }
-    }
+    unpack_b32(src, dst, dst_stride, n_in, MF_Q4_0_BYTES, 0);
 }
