@@ -104,13 +104,16 @@ void mf_ref_q5_k_from_float(const float *src, void *dst, int64_t n);
 void mf_ref_q6_k_from_float(const float *src, void *dst, int64_t n);
 void mf_ref_dot_q4_k(int64_t n, float *s, const void *x, const void *y);
 
-/* ---- packed q4_K / q8_0 x16 (pack.c): 16 rows interleaved per group ---- */
+/* ---- packed x16 layouts (pack.c): 16 rows interleaved per group ---- */
 #define MF_Q4K_X16_BYTES (16 * 144) /* one super-block of a 16-row group */
 /* Pack rows 0..15 (src_stride bytes apart) of n_in elements into one group
  * at dst (16 x row bytes); unpack is the inverse (for tests). */
 void mf_pack_q4_k_x16(const void *src, uint64_t src_stride, void *dst, int64_t n_in);
 void mf_unpack_q4_k_x16(const void *src, void *dst, uint64_t dst_stride, int64_t n_in);
 #define MF_Q8_0_X16_BYTES (16 * 34) /* one 32-column block of a 16-row group */
+#define MF_Q6K_X16_BYTES (16 * 210) /* one super-block of a 16-row group */
+void mf_pack_q6_k_x16(const void *src, uint64_t src_stride, void *dst, int64_t n_in);
+void mf_unpack_q6_k_x16(const void *src, void *dst, uint64_t dst_stride, int64_t n_in);
 /* q4_0 and iq4_nl share one packed layout (18-byte blocks) */
 #define MF_Q4_0_X16_BYTES (16 * 18)
 void mf_pack_q4_0_x16(const void *src, uint64_t src_stride, void *dst, int64_t n_in);

@@ -1,7 +1,7 @@
 /* kernels_pack_avx512.c — AVX-512 (F, BW, VL, VNNI) products of packed
  * weight groups (pack.c): q4_K x16 with q8_K activation rows (1..4 tokens
- * per pass), q8_0 x16 (1..2 tokens per pass) and q4_0 / iq4_nl x16 (1..4)
- * with q8_0 activation rows.
+ * per pass) and q6_K x16 (1..2), with q8_0 activation rows q8_0 x16 (1..2
+ * tokens per pass) and q4_0 / iq4_nl x16 (1..4).
  *
  * Lane r of every register is row r of the group: vpdpbusd multiplies four
  * unsigned nibbles of row r by four broadcast q8 bytes, so after the eight
@@ -261,7 +261,105 @@ BLOCK_FN void group_q4_b32(int64_t n, const uint8_t *xg, const uint8_t *act, uin
 GEMM_B32(gemm_q4_0_x16, false)
 GEMM_B32(gemm_iq4_nl_x16, true)
 
+/* ---- q6_K x16 ----
+ * mf_ref_dot_q6_k's order, row by row: eight float lanes per row; lane l of
+ * a super-block gets the exact I_l = sum over the elements e with e % 32 in
+ * 4l..4l+3 of sc[e / 16] u_e a_e (u the unsigned 6-bit level), less 32
+ * (sc_2l S_2l + sc_2l+1 S_2l+1), as lane_l = fma(d, I_l - off_l, lane_l);
+ * then tree8. The four weights of a row in one dword are rebuilt from ql
+ * and qh with shifts and masks, `vpmaddubsw` forms the two pair sums (at
+ * most 2*63*128: no saturation) and `vpdpwssd` multiplies both by the
+ * row's scale, a word pair per dword, and accumulates: register l of a
+ * token holds I_l of the 16 rows. */
+#define NT6 2
+
+/* dword r = (s, s) as int16, s = the signed byte r of the 16 at p */
+static inline __m512i scale_pair(const uint8_t *p) {
+    const __m512i v = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm512_or_si512(_mm512_and_si512(v, _mm512_set1_epi32(0xffff)), _mm512_slli_epi32(v, 16));
+}
+
+BLOCK_FN void group_q6_k(int64_t n, const uint8_t *xg, const uint8_t *act, uint64_t act_row,
+                         const int nt, float *y, int64_t ldy) {
+    const __m512i m0f = _mm512_set1_epi8(0x0f), m30 = _mm512_set1_epi8(0x30);
+    __m512 lanes[NT6][8];
+#pragma GCC unroll 2
+    for (int t = 0; t < nt; t++)
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++) lanes[t][l] = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const uint8_t *b = xg + (uint64_t)i * MF_Q6K_X16_BYTES, *sc = b + 32;
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
+        const uint8_t *q[NT6];
+        __m512i isum[NT6][8];
+#pragma GCC unroll 2
+        for (int t = 0; t < nt; t++) {
+            q[t] = act + (uint64_t)t * act_row + (uint64_t)i * MF_Q8_K_BYTES;
+#pragma GCC unroll 8
+            for (int l = 0; l < 8; l++) isum[t][l] = _mm512_setzero_si512();
+        }
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++)
+#pragma GCC unroll 2
+            for (int jh = 0; jh < 2; jh++) {
+                __m512i sp[4]; /* quadrant q's elements 32q + 16jh.. use scale 8h + 2q + jh */
+#pragma GCC unroll 4
+                for (int qd = 0; qd < 4; qd++) sp[qd] = scale_pair(sc + 16 * (8 * h + 2 * qd + jh));
+#pragma GCC unroll 4
+                for (int j = 4 * jh; j < 4 * jh + 4; j++) {
+                    const uint8_t *w = b + 288 + (h * 8 + j) * 192;
+                    const __m512i A = _mm512_loadu_si512(w), B = _mm512_loadu_si512(w + 64);
+                    const __m512i H = _mm512_loadu_si512(w + 128);
+                    __m512i u[4];
+                    u[0] = _mm512_ternarylogic_epi32(A, m0f, _mm512_and_si512(_mm512_slli_epi16(H, 4), m30), 0xEA);
+                    u[1] = _mm512_ternarylogic_epi32(B, m0f, _mm512_and_si512(_mm512_slli_epi16(H, 2), m30), 0xEA);
+                    u[2] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(A, 4), m0f, _mm512_and_si512(H, m30), 0xEA);
+                    u[3] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(B, 4), m0f,
+                                                     _mm512_and_si512(_mm512_srli_epi16(H, 2), m30), 0xEA);
+#pragma GCC unroll 4
+                    for (int qd = 0; qd < 4; qd++)
+#pragma GCC unroll 2
+                        for (int t = 0; t < nt; t++) {
+                            const __m512i a = _mm512_set1_epi32((int)mf_rd32(q[t] + 4 + 128 * h + 32 * qd + 4 * j));
+                            isum[t][j] = _mm512_dpwssd_epi32(isum[t][j], _mm512_maddubs_epi16(u[qd], a), sp[qd]);
+                        }
+                }
+            }
+#pragma GCC unroll 2
+        for (int t = 0; t < nt; t++) {
+            const __m512 d = _mm512_mul_ps(dw, _mm512_set1_ps(mf_q8k_d(q[t])));
+#pragma GCC unroll 8
+            for (int l = 0; l < 8; l++) {
+                /* dword r: (sc_2l, sc_2l+1) of row r, times (S_2l, S_2l+1) */
+                const __m512i pr = _mm512_or_si512(
+                    _mm512_and_si512(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(sc + 32 * l))),
+                                     _mm512_set1_epi32(0xffff)),
+                    _mm512_slli_epi32(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(sc + 32 * l + 16))), 16));
+                const __m512i off = _mm512_slli_epi32(_mm512_madd_epi16(pr, _mm512_set1_epi32((int)mf_rd32(q[t] + 260 + 4 * l))), 5);
+                lanes[t][l] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(_mm512_sub_epi32(isum[t][l], off)), lanes[t][l]);
+            }
+        }
+    }
+#pragma GCC unroll 2
+    for (int t = 0; t < nt; t++) {
+        __m512 s4[4];
+        for (int l = 0; l < 4; l++) s4[l] = _mm512_add_ps(lanes[t][l], lanes[t][l + 4]);
+        _mm512_storeu_ps(y + t * ldy, _mm512_add_ps(_mm512_add_ps(s4[0], s4[2]), _mm512_add_ps(s4[1], s4[3])));
+    }
+}
+
+static void gemm_q6_k_x16(int64_t n, int n_tok, float *y, int64_t ldy, const void *xg,
+                          const void *act, uint64_t act_row) {
+    const uint8_t *a = act;
+    int t = 0;
+    for (; t + 2 <= n_tok; t += 2) group_q6_k(n, xg, a + (uint64_t)t * act_row, act_row, 2, y + t * ldy, ldy);
+    if (t < n_tok) group_q6_k(n, xg, a + (uint64_t)t * act_row, act_row, 1, y + t * ldy, ldy);
+}
+
 void mf_avx512_install_pack(mf_type_traits table[MF_TYPE_COUNT]) {
+    table[MF_TYPE_Q6_K].pack_rows = 16;
+    table[MF_TYPE_Q6_K].pack = mf_pack_q6_k_x16;
+    table[MF_TYPE_Q6_K].gemm_packed = gemm_q6_k_x16;
     table[MF_TYPE_Q4_0].pack_rows = table[MF_TYPE_IQ4_NL].pack_rows = 16;
     table[MF_TYPE_Q4_0].pack = table[MF_TYPE_IQ4_NL].pack = mf_pack_q4_0_x16;
     table[MF_TYPE_Q4_0].gemm_packed = gemm_q4_0_x16;

@@ -1,5 +1,5 @@
-/* pack.c — the interleaved in-memory layouts of q4_K, q8_0, q4_0 and
- * iq4_nl weights
+/* pack.c — the interleaved in-memory layouts of q4_K, q6_K, q8_0, q4_0
+ * and iq4_nl weights
  * ("x16": 16 rows per group) that the AVX-512 kernels read, and the
  * conversions to and from the file's row-major blocks.
  *
@@ -107,4 +107,51 @@ void mf_pack_q4_0_x16(const void *src, uint64_t src_stride, void *dst, int64_t n
 }
 void mf_unpack_q4_0_x16(const void *src, void *dst, uint64_t dst_stride, int64_t n_in) {
     unpack_b32(src, dst, dst_stride, n_in, MF_Q4_0_BYTES, 0);
+}
+
+/* q6_K x16: per super-block of the group (16 x 210 bytes):
+ *   [0, 32)      d of rows 0..15 (f16)
+ *   [32, 288)    the 16 int8 scales transposed: scale g of row r at 32 + 16g + r
+ *   [288, 3360)  for half h = 0, 1 and step j = 0..7, 192 bytes: ql[64h + 4j ..
+ *                + 3], ql[64h + 32 + 4j .. + 3] and qh[32h + 4j .. + 3] of row r,
+ *                each at 4r of its 64 (the four 6-bit weights 128h + 32q + 4j
+ *                + k, q = 0..3, of row r come from these 12 bytes). */
+#define Q6B 210
+
+void mf_pack_q6_k_x16(const void *src, uint64_t src_stride, void *dst, int64_t n_in) {
+    const uint8_t *s = src;
+    uint8_t *d = dst;
+    for (int64_t i = 0; i < n_in / QK_K; i++, d += MF_Q6K_X16_BYTES) {
+        for (int r = 0; r < 16; r++) {
+            const uint8_t *b = s + (uint64_t)r * src_stride + (uint64_t)i * Q6B;
+            memcpy(d + 2 * r, b + 208, 2);
+            for (int g = 0; g < 16; g++) d[32 + 16 * g + r] = b[192 + g];
+            for (int h = 0; h < 2; h++)
+                for (int j = 0; j < 8; j++) {
+                    uint8_t *o = d + 288 + (h * 8 + j) * 192 + 4 * r;
+                    memcpy(o, b + 64 * h + 4 * j, 4);
+                    memcpy(o + 64, b + 64 * h + 32 + 4 * j, 4);
+                    memcpy(o + 128, b + 128 + 32 * h + 4 * j, 4);
+                }
+        }
+    }
+}
+
+void mf_unpack_q6_k_x16(const void *src, void *dst, uint64_t dst_stride, int64_t n_in) {
+    const uint8_t *s = src;
+    uint8_t *d = dst;
+    for (int64_t i = 0; i < n_in / QK_K; i++, s += MF_Q6K_X16_BYTES) {
+        for (int r = 0; r < 16; r++) {
+            uint8_t *b = d + (uint64_t)r * dst_stride + (uint64_t)i * Q6B;
+            memcpy(b + 208, s + 2 * r, 2);
+            for (int g = 0; g < 16; g++) b[192 + g] = s[32 + 16 * g + r];
+            for (int h = 0; h < 2; h++)
+                for (int j = 0; j < 8; j++) {
+                    const uint8_t *o = s + 288 + (h * 8 + j) * 192 + 4 * r;
+                    memcpy(b + 64 * h + 4 * j, o, 4);
+                    memcpy(b + 64 * h + 32 + 4 * j, o + 64, 4);
+                    memcpy(b + 128 + 32 * h + 4 * j, o + 128, 4);
+                }
+        }
+    }
 }
