@@ -111,6 +111,9 @@ void mf_ref_dot_q4_k(int64_t n, float *s, const void *x, const void *y);
 void mf_pack_q4_k_x16(const void *src, uint64_t src_stride, void *dst, int64_t n_in);
 void mf_unpack_q4_k_x16(const void *src, void *dst, uint64_t dst_stride, int64_t n_in);
 #define MF_Q8_0_X16_BYTES (16 * 34) /* one 32-column block of a 16-row group */
+#define MF_Q5K_X16_BYTES (16 * 176) /* one super-block of a 16-row group */
+void mf_pack_q5_k_x16(const void *src, uint64_t src_stride, void *dst, int64_t n_in);
+void mf_unpack_q5_k_x16(const void *src, void *dst, uint64_t dst_stride, int64_t n_in);
 #define MF_Q6K_X16_BYTES (16 * 210) /* one super-block of a 16-row group */
 void mf_pack_q6_k_x16(const void *src, uint64_t src_stride, void *dst, int64_t n_in);
 void mf_unpack_q6_k_x16(const void *src, void *dst, uint64_t dst_stride, int64_t n_in);

@@ -33,29 +33,35 @@ static inline __m512i dpbusd_b(__m512i acc, __m512i w, const uint8_t *p) {
 /* Scale (j < 8) or min (8 + j) of sub-block j for rows 0..15 as dwords. */
 #define SM_U32(sm, j) _mm512_cvtepu8_epi32(_mm_load_si128((const __m128i *)((sm)[(j) >> 2] + 16 * ((j) & 3))))
 
+/* The 12 transposed scale bytes of a q4_K/q5_K x16 super-block (at s) as
+ * 16-byte lanes: lane j of sm[0] the 6-bit scale of sub-block j of rows
+ * 0..15, sm[1] of j + 4, sm[2] and sm[3] the mins (stored, so that
+ * vpmovzxbd can read each lane from memory): sc_j = s_j & 63, mn_j =
+ * s_j+4 & 63 (j < 4); sc_j+4 = (s_j+8 & 15) | (s_j >> 6) << 4, mn_j+4 =
+ * (s_j+8 >> 4) | (s_j+4 >> 6) << 4. */
+static inline void k4_scales_x16(const uint8_t *s, uint8_t sm[4][64]) {
+    const __m512i m0f = _mm512_set1_epi8(0x0f), m63 = _mm512_set1_epi8(63), m30 = _mm512_set1_epi8(0x30);
+    const __m512i s03 = _mm512_loadu_si512(s), s47 = _mm512_loadu_si512(s + 64), s8b = _mm512_loadu_si512(s + 128);
+    _mm512_store_si512(sm[0], _mm512_and_si512(s03, m63));
+    _mm512_store_si512(sm[2], _mm512_and_si512(s47, m63));
+    _mm512_store_si512(sm[1], _mm512_ternarylogic_epi32(s8b, m0f, _mm512_and_si512(_mm512_srli_epi16(s03, 2), m30),
+                                                        0xEA)); /* (a & b) | c */
+    _mm512_store_si512(sm[3], _mm512_ternarylogic_epi32(_mm512_srli_epi16(s8b, 4), m0f,
+                                                        _mm512_and_si512(_mm512_srli_epi16(s47, 2), m30), 0xEA));
+}
+
 /* One group of 16 rows times nt (1..NT_MAX) activation rows; y[t*ldy + r]. */
 BLOCK_FN void group_q4_k(int64_t n, const uint8_t *xg, const uint8_t *act, uint64_t act_row,
                          const int nt, float *y, int64_t ldy) {
     const __m512i m0f = _mm512_set1_epi8(0x0f), mf0 = _mm512_set1_epi8((char)0xf0);
-    const __m512i m63 = _mm512_set1_epi8(63), m30 = _mm512_set1_epi8(0x30);
     __m512 acc[NT_MAX], accm[NT_MAX];
     for (int t = 0; t < nt; t++) acc[t] = accm[t] = _mm512_setzero_ps();
     for (int64_t i = 0; i < n / QK_K; i++) {
         const uint8_t *b = xg + (uint64_t)i * PB;
         const __m512 dx = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
         const __m512 mx = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 32)));
-        /* 16-byte lane j of s03: s_j of rows 0..15; s47: s_4+j; s8b: s_8+j */
-        const __m512i s03 = _mm512_loadu_si512(b + 64), s47 = _mm512_loadu_si512(b + 128);
-        const __m512i s8b = _mm512_loadu_si512(b + 192);
-        /* 16-byte lane j of sm[0]: scale of sub-block j, sm[1]: j + 4; sm[2],
-         * sm[3] the mins (stored: vpmovzxbd then reads each lane from memory) */
         _Alignas(64) uint8_t sm[4][64];
-        _mm512_store_si512(sm[0], _mm512_and_si512(s03, m63));
-        _mm512_store_si512(sm[2], _mm512_and_si512(s47, m63));
-        _mm512_store_si512(sm[1], _mm512_ternarylogic_epi32(s8b, m0f, _mm512_and_si512(_mm512_srli_epi16(s03, 2), m30),
-                                                            0xEA)); /* (a & b) | c */
-        _mm512_store_si512(sm[3], _mm512_ternarylogic_epi32(_mm512_srli_epi16(s8b, 4), m0f,
-                                                            _mm512_and_si512(_mm512_srli_epi16(s47, 2), m30), 0xEA));
+        k4_scales_x16(b + 64, sm);
         __m512 dd[NT_MAX], dm[NT_MAX];
         _Alignas(16) int32_t sp[NT_MAX][4]; /* sp[t][p]: (S_2p, S_2p+1) as int16 */
         const uint8_t *q[NT_MAX];
@@ -356,7 +362,103 @@ static void gemm_q6_k_x16(int64_t n, int n_tok, float *y, int64_t ldy, const voi
     if (t < n_tok) group_q6_k(n, xg, a + (uint64_t)t * act_row, act_row, 1, y + t * ldy, ldy);
 }
 
+/* ---- q5_K x16 ----
+ * mf_ref_dot_q5_k's order, row by row: eight float lanes, lane l += fma(d,
+ * I_l) with I_l = sum over the elements e with e % 32 in 4l..4l+3 of
+ * sc[e / 32] u_e a_e (u the unsigned 5-bit level), plus one chain summs =
+ * fma(-dy*dmin, M, summs), M = sum_j mn_j S_j; tree8(lanes) + summs. The
+ * fifth bit of sub-block s is bit s of the qh bytes, added as 16 under a
+ * byte mask (`vptestmb`); `vpmaddubsw` + `vpdpwssd` with the scale as a
+ * word pair, as q6_K. */
+BLOCK_FN void group_q5_k(int64_t n, const uint8_t *xg, const uint8_t *act, uint64_t act_row,
+                         const int nt, float *y, int64_t ldy) {
+    const __m512i m0f = _mm512_set1_epi8(0x0f), b16 = _mm512_set1_epi8(16);
+    __m512 lanes[NT6][8], summs[NT6];
+#pragma GCC unroll 2
+    for (int t = 0; t < nt; t++) {
+        summs[t] = _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int l = 0; l < 8; l++) lanes[t][l] = _mm512_setzero_ps();
+    }
+    for (int64_t i = 0; i < n / QK_K; i++) {
+        const uint8_t *b = xg + (uint64_t)i * MF_Q5K_X16_BYTES;
+        const __m512 dx = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b));
+        const __m512 mx = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + 32)));
+        _Alignas(64) uint8_t sm[4][64];
+        k4_scales_x16(b + 64, sm);
+        const uint8_t *q[NT6];
+        _Alignas(16) int32_t sp[NT6][4]; /* sp[t][p]: (S_2p, S_2p+1) as int16 */
+        __m512i isum[NT6][8];
+#pragma GCC unroll 2
+        for (int t = 0; t < nt; t++) {
+            q[t] = act + (uint64_t)t * act_row + (uint64_t)i * MF_Q8_K_BYTES;
+            const __m256i bs = _mm256_loadu_si256((const __m256i *)(q[t] + 260));
+            _mm_store_si128((__m128i *)sp[t], _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1)));
+#pragma GCC unroll 8
+            for (int l = 0; l < 8; l++) isum[t][l] = _mm512_setzero_si512();
+        }
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; g++) {
+            /* dword r: (sc, sc) of sub-blocks 2g and 2g + 1 of row r */
+            const __m512i v0 = SM_U32(sm, 2 * g), v1 = SM_U32(sm, 2 * g + 1);
+            const __m512i spl = _mm512_or_si512(v0, _mm512_slli_epi32(v0, 16));
+            const __m512i sph = _mm512_or_si512(v1, _mm512_slli_epi32(v1, 16));
+            const __m512i bl = _mm512_set1_epi8((char)(1 << (2 * g))), bh = _mm512_set1_epi8((char)(2 << (2 * g)));
+#pragma GCC unroll 8
+            for (int j = 0; j < 8; j++) {
+                const __m512i Q = _mm512_loadu_si512(b + 768 + (g * 8 + j) * 64);
+                const __m512i H = _mm512_loadu_si512(b + 256 + 64 * j);
+                __m512i ul = _mm512_and_si512(Q, m0f), uh = _mm512_and_si512(_mm512_srli_epi16(Q, 4), m0f);
+                ul = _mm512_mask_add_epi8(ul, _mm512_test_epi8_mask(H, bl), ul, b16);
+                uh = _mm512_mask_add_epi8(uh, _mm512_test_epi8_mask(H, bh), uh, b16);
+#pragma GCC unroll 2
+                for (int t = 0; t < nt; t++) {
+                    const uint8_t *q8 = q[t] + 4 + 64 * g + 4 * j;
+                    isum[t][j] = _mm512_dpwssd_epi32(
+                        isum[t][j], _mm512_maddubs_epi16(ul, _mm512_set1_epi32((int)mf_rd32(q8))), spl);
+                    isum[t][j] = _mm512_dpwssd_epi32(
+                        isum[t][j], _mm512_maddubs_epi16(uh, _mm512_set1_epi32((int)mf_rd32(q8 + 32))), sph);
+                }
+            }
+        }
+#pragma GCC unroll 2
+        for (int t = 0; t < nt; t++) {
+            const float dy = mf_q8k_d(q[t]);
+            const __m512 d = _mm512_mul_ps(_mm512_set1_ps(dy), dx), dmin = _mm512_mul_ps(_mm512_set1_ps(-dy), mx);
+            __m512i m = _mm512_setzero_si512();
+#pragma GCC unroll 4
+            for (int p = 0; p < 4; p++) {
+                /* dword r: (mn_2p, mn_2p+1) of row r */
+                const __m512i mw = _mm512_or_si512(SM_U32(sm, 8 + 2 * p), _mm512_slli_epi32(SM_U32(sm, 9 + 2 * p), 16));
+                m = _mm512_add_epi32(m, _mm512_madd_epi16(mw, _mm512_set1_epi32(sp[t][p])));
+            }
+            summs[t] = _mm512_fmadd_ps(dmin, _mm512_cvtepi32_ps(m), summs[t]);
+#pragma GCC unroll 8
+            for (int l = 0; l < 8; l++)
+                lanes[t][l] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(isum[t][l]), lanes[t][l]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int t = 0; t < nt; t++) {
+        __m512 s4[4];
+        for (int l = 0; l < 4; l++) s4[l] = _mm512_add_ps(lanes[t][l], lanes[t][l + 4]);
+        const __m512 tr = _mm512_add_ps(_mm512_add_ps(s4[0], s4[2]), _mm512_add_ps(s4[1], s4[3]));
+        _mm512_storeu_ps(y + t * ldy, _mm512_add_ps(tr, summs[t]));
+    }
+}
+
+static void gemm_q5_k_x16(int64_t n, int n_tok, float *y, int64_t ldy, const void *xg,
+                          const void *act, uint64_t act_row) {
+    const uint8_t *a = act;
+    int t = 0;
+    for (; t + 2 <= n_tok; t += 2) group_q5_k(n, xg, a + (uint64_t)t * act_row, act_row, 2, y + t * ldy, ldy);
+    if (t < n_tok) group_q5_k(n, xg, a + (uint64_t)t * act_row, act_row, 1, y + t * ldy, ldy);
+}
+
 void mf_avx512_install_pack(mf_type_traits table[MF_TYPE_COUNT]) {
+    table[MF_TYPE_Q5_K].pack_rows = 16;
+    table[MF_TYPE_Q5_K].pack = mf_pack_q5_k_x16;
+    table[MF_TYPE_Q5_K].gemm_packed = gemm_q5_k_x16;
     table[MF_TYPE_Q6_K].pack_rows = 16;
     table[MF_TYPE_Q6_K].pack = mf_pack_q6_k_x16;
     table[MF_TYPE_Q6_K].gemm_packed = gemm_q6_k_x16;

@@ -1,5 +1,5 @@
-/* pack.c — the interleaved in-memory layouts of q4_K, q6_K, q8_0, q4_0
- * and iq4_nl weights
+/* pack.c — the interleaved in-memory layouts of q4_K, q5_K, q6_K, q8_0,
+ * q4_0 and iq4_nl weights
  * ("x16": 16 rows per group) that the AVX-512 kernels read, and the
  * conversions to and from the file's row-major blocks.
  *
@@ -152,6 +152,46 @@ void mf_unpack_q6_k_x16(const void *src, void *dst, uint64_t dst_stride, int64_t
                     memcpy(b + 64 * h + 32 + 4 * j, o + 64, 4);
                     memcpy(b + 128 + 32 * h + 4 * j, o + 128, 4);
                 }
+        }
+    }
+}
+
+/* q5_K x16: per super-block of the group (16 x 176 bytes):
+ *   [0, 256)     d, dmin and the scale bytes as q4_K x16
+ *   [256, 768)   qh: for step j = 0..7, qh[4j .. 4j + 3] of row r at 4r
+ *   [768, 2816)  qs: for pair g = 0..3 and step j = 0..7, qs[32g + 4j .. + 3]
+ *                of row r at 4r (low nibbles: sub-block 2g, high: 2g + 1;
+ *                their fifth bits: bits 2g, 2g + 1 of the same qh bytes). */
+#define Q5B 176
+
+void mf_pack_q5_k_x16(const void *src, uint64_t src_stride, void *dst, int64_t n_in) {
+    const uint8_t *s = src;
+    uint8_t *d = dst;
+    for (int64_t i = 0; i < n_in / QK_K; i++, d += MF_Q5K_X16_BYTES) {
+        for (int r = 0; r < 16; r++) {
+            const uint8_t *b = s + (uint64_t)r * src_stride + (uint64_t)i * Q5B;
+            memcpy(d + 2 * r, b, 2);
+            memcpy(d + 32 + 2 * r, b + 2, 2);
+            for (int j = 0; j < 12; j++) d[64 + 16 * j + r] = b[4 + j];
+            for (int j = 0; j < 8; j++) memcpy(d + 256 + 64 * j + 4 * r, b + 16 + 4 * j, 4);
+            for (int g = 0; g < 4; g++)
+                for (int j = 0; j < 8; j++) memcpy(d + 768 + (g * 8 + j) * 64 + 4 * r, b + 48 + 32 * g + 4 * j, 4);
+        }
+    }
+}
+
+void mf_unpack_q5_k_x16(const void *src, void *dst, uint64_t dst_stride, int64_t n_in) {
+    const uint8_t *s = src;
+    uint8_t *d = dst;
+    for (int64_t i = 0; i < n_in / QK_K; i++, s += MF_Q5K_X16_BYTES) {
+        for (int r = 0; r < 16; r++) {
+            uint8_t *b = d + (uint64_t)r * dst_stride + (uint64_t)i * Q5B;
+            memcpy(b, s + 2 * r, 2);
+            memcpy(b + 2, s + 32 + 2 * r, 2);
+            for (int j = 0; j < 12; j++) b[4 + j] = s[64 + 16 * j + r];
+            for (int j = 0; j < 8; j++) memcpy(b + 16 + 4 * j, s + 256 + 64 * j + 4 * r, 4);
+            for (int g = 0; g < 4; g++)
+                for (int j = 0; j < 8; j++) memcpy(b + 48 + 32 * g + 4 * j, s + 768 + (g * 8 + j) * 64 + 4 * r, 4);
         }
     }
 }

@@ -7,8 +7,8 @@
  * lengths from one block to 17152 (more than one pass of the four-row
  * kernels: 8192 elements for q4_0/iq4_nl, 16384 for q4_K); the one-row
  * kernel and each row of the four-row kernel must give exactly the
- * reference's float; so must the packed x16 kernels (q4_K, q6_K, q8_0,
- * q4_0, iq4_nl) for every row and token count. The active table holds the AVX-512 kernels only on a
+ * reference's float; so must the packed x16 kernels (q4_K, q5_K,
+ * q6_K, q8_0, q4_0, iq4_nl) for every row and token count. The active table holds the AVX-512 kernels only on a
  * CPU with AVX-512 F/BW/VL/VNNI and without MF_FORCE_REF; otherwise the
  * test says so and checks nothing. */
 #include "tensor/kernels.h"
@@ -47,7 +47,7 @@ static void fix_blocks(int t, uint8_t *p, int64_t nb) {
             continue;
         }
         mf_wr16(p + (t == MF_TYPE_Q6_K ? 208 : 0), rand_f16()); /* q6_K's d is last */
-        if (t == MF_TYPE_Q4_K) mf_wr16(p + 2, rand_f16());
+        if (t == MF_TYPE_Q4_K || t == MF_TYPE_Q5_K) mf_wr16(p + 2, rand_f16());
     }
 }
 
@@ -109,7 +109,8 @@ static void test_packed(int t, int64_t n, int n_tok) {
     CHECK(pr > 0 && a->gemm_packed && a->pack, "%s: no packed kernel", mf_type_name(t));
     if (!(pr > 0 && a->gemm_packed && a->pack)) return;
     void (*unpack)(const void *, void *, uint64_t, int64_t) =
-        t == MF_TYPE_Q4_K ? mf_unpack_q4_k_x16 : t == MF_TYPE_Q6_K ? mf_unpack_q6_k_x16
+        t == MF_TYPE_Q4_K ? mf_unpack_q4_k_x16 : t == MF_TYPE_Q5_K ? mf_unpack_q5_k_x16
+        : t == MF_TYPE_Q6_K ? mf_unpack_q6_k_x16
         : t == MF_TYPE_Q8_0 ? mf_unpack_q8_0_x16 : mf_unpack_q4_0_x16;
     mf_type_row_bytes(t, (uint64_t)n, &rb);
     mf_type_row_bytes(vt, (uint64_t)n, &yb);
@@ -122,6 +123,7 @@ static void test_packed(int t, int64_t n, int n_tok) {
         uint8_t *blkp = x + rb * (next() % (uint64_t)pr) + bb * (next() % (uint64_t)nb);
         if (t == MF_TYPE_Q4_K) memset(blkp + 16, 0xff, 128);
         else if (t == MF_TYPE_Q6_K) memset(blkp, 0xff, 192), memset(blkp + 192, k & 1 ? 0x80 : 0x7f, 16);
+        else if (t == MF_TYPE_Q5_K) memset(blkp + 4, 0xff, 172);
         else if (t == MF_TYPE_Q8_0) memset(blkp + 2, k & 1 ? 0x80 : 0x7f, 32);
         else memset(blkp + 2, k & 1 ? 0x00 : 0xff, 16);
         memset(y + yb * (next() % (uint64_t)n_tok) + vbb * (next() % (uint64_t)(n / mf_type_layout_of(vt)->block)) +
@@ -200,6 +202,7 @@ int main(void) {
     test_q8_k_convert();
     for (size_t j = 0; j < sizeof len256 / sizeof len256[0]; j++) {
         test_packed(MF_TYPE_Q4_K, len256[j], 9);
+        test_packed(MF_TYPE_Q5_K, len256[j], 9);
         test_packed(MF_TYPE_Q6_K, len256[j], 9);
     }
     for (size_t j = 0; j < sizeof len32 / sizeof len32[0]; j++) {

@@ -138,7 +138,7 @@ static void test_sizes(void) {
  * whatever order they get to them), for batches over more than one tile and
  * for each token alone. */
 static void test_packed(void) {
-    static const int types[] = {MF_TYPE_Q4_K, MF_TYPE_Q6_K, MF_TYPE_Q8_0, MF_TYPE_Q4_0, MF_TYPE_IQ4_NL};
+    static const int types[] = {MF_TYPE_Q4_K, MF_TYPE_Q5_K, MF_TYPE_Q6_K, MF_TYPE_Q8_0, MF_TYPE_Q4_0, MF_TYPE_IQ4_NL};
     static const int64_t n_ins[] = {256, 512, 2048}, n_outs[] = {16, 48, 272}, n_toks[] = {1, 3, 17, 70};
     for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
         if (!mf_can_pack(types[t], 256, 16)) {
