@@ -89,9 +89,13 @@ static void attend_one(mf_session *s, int layer, int t, int h, const attn_scratc
         qx = a->qconv;
     }
     float scale = 1.0f / sqrtf((float)hd), mx = -INFINITY, *sc = a->scores;
+    bool f32 = s->kv_type == MF_TYPE_F32;
+    /* f32 cache: the keys are rows of floats, scored in one call (the same
+     * 16-lane dot as the type's vec_dot) */
+    if (f32) mf_vec_dot16_rows(hd, q, (const float *)(const void *)kc, (int64_t)(s->kv_row / 4), n_pos, sc);
     for (int j = 0; j < n_pos; j++) {
-        float d;
-        kt->vec_dot(hd, &d, kc + (uint64_t)j * s->kv_row, qx);
+        float d = sc[j];
+        if (!f32) kt->vec_dot(hd, &d, kc + (uint64_t)j * s->kv_row, qx);
         sc[j] = d * scale;
         if (sc[j] > mx) mx = sc[j];
     }
@@ -104,6 +108,14 @@ static void attend_one(mf_session *s, int layer, int t, int h, const attn_scratc
         sum += (double)mf_tree16(grp);
     }
     float inv = (float)(1.0 / sum);
+    float *out = s->att + ((size_t)t * hp->n_heads + h) * hd;
+    if (f32) {
+        /* probabilities in place, then lane by lane over the value rows */
+        for (int j = 0; j < n_pos; j++) sc[j] *= inv;
+        mf_vec_fma_lanes16(hd, (const float *)(const void *)vc, (int64_t)(s->kv_row / 4), sc, n_pos, a->lanes);
+        mf_vec_reduce16(hd, a->lanes, out);
+        return;
+    }
     memset(a->lanes, 0, sizeof(float) * 16 * (size_t)hd);
     for (int j = 0; j < n_pos; j++) {
         const uint8_t *vr = vc + (uint64_t)j * s->kv_row;
@@ -117,7 +129,7 @@ static void attend_one(mf_session *s, int layer, int t, int h, const attn_scratc
         }
         mf_vec_fma(hd, a->lanes + (size_t)(j % 16) * hd, v, p);
     }
-    mf_vec_reduce16(hd, a->lanes, s->att + ((size_t)t * hp->n_heads + h) * hd);
+    mf_vec_reduce16(hd, a->lanes, out);
 }
 
 static void attn_task(void *ctx, int ith, int nth) {

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 float mf_vec_dot16_ref(int64_t n, const float *a, const float *b) {
     float lanes[16] = {0};
@@ -53,4 +54,27 @@ void mf_vec_reduce16(int64_t n, const float *lanes, float *out) {
     pthread_once(&once, pick);
     if (use_avx2) mf_vec_reduce16_avx2(n, lanes, out);
     else mf_vec_reduce16_ref(n, lanes, out);
+}
+
+void mf_vec_dot16_rows(int64_t n, const float *q, const float *rows, int64_t stride, int64_t n_rows,
+                       float *out) {
+    pthread_once(&once, pick);
+    if (use_avx2) {
+        mf_vec_dot16_rows_avx2(n, q, rows, stride, n_rows, out);
+        return;
+    }
+    for (int64_t j = 0; j < n_rows; j++) out[j] = mf_vec_dot16_ref(n, q, rows + j * stride);
+}
+
+void mf_vec_fma_lanes16_ref(int64_t n, const float *v, int64_t stride, const float *p, int64_t n_pos,
+                            float *lanes) {
+    memset(lanes, 0, sizeof(float) * 16 * (size_t)n);
+    for (int64_t j = 0; j < n_pos; j++) mf_vec_fma_ref(n, lanes + (j % 16) * n, v + j * stride, p[j]);
+}
+
+void mf_vec_fma_lanes16(int64_t n, const float *v, int64_t stride, const float *p, int64_t n_pos,
+                        float *lanes) {
+    pthread_once(&once, pick);
+    if (use_avx2) mf_vec_fma_lanes16_avx2(n, v, stride, p, n_pos, lanes);
+    else mf_vec_fma_lanes16_ref(n, v, stride, p, n_pos, lanes);
 }

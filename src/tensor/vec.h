@@ -19,6 +19,17 @@ void mf_vec_fma(int64_t n, float *y, const float *x, float a);
 /* out[i] = tree-sum over l < 16 of lanes[l * n + i] */
 void mf_vec_reduce16(int64_t n, const float *lanes, float *out);
 
+/* out[j] = mf_vec_dot16(n, q, rows + j * stride) for j < n_rows: the
+ * attention scores of one query against a run of cached keys. */
+void mf_vec_dot16_rows(int64_t n, const float *q, const float *rows, int64_t stride, int64_t n_rows,
+                       float *out);
+/* The 16-lane weighted sum of value rows: lanes[l * n + i] = the chain
+ * acc = fma(p[j], v[j * stride + i], acc) from 0 over the positions j < n_pos
+ * with j % 16 == l, in increasing j (what mf_vec_fma into lane j % 16 gives
+ * position by position); mf_vec_reduce16 then finishes the sum. */
+void mf_vec_fma_lanes16(int64_t n, const float *v, int64_t stride, const float *p, int64_t n_pos,
+                        float *lanes);
+
 /* Reference (scalar, fmaf) and AVX2 versions; the dispatching ones above
  * pick AVX2 when the CPU has it and MF_FORCE_REF is unset. */
 float mf_vec_dot16_ref(int64_t n, const float *a, const float *b);
@@ -27,6 +38,12 @@ float mf_vec_dot16_avx2(int64_t n, const float *a, const float *b);
 void mf_vec_fma_avx2(int64_t n, float *y, const float *x, float a);
 void mf_vec_reduce16_ref(int64_t n, const float *lanes, float *out);
 void mf_vec_reduce16_avx2(int64_t n, const float *lanes, float *out);
+void mf_vec_dot16_rows_avx2(int64_t n, const float *q, const float *rows, int64_t stride, int64_t n_rows,
+                            float *out);
+void mf_vec_fma_lanes16_ref(int64_t n, const float *v, int64_t stride, const float *p, int64_t n_pos,
+                            float *lanes);
+void mf_vec_fma_lanes16_avx2(int64_t n, const float *v, int64_t stride, const float *p, int64_t n_pos,
+                             float *lanes);
 
 /* Tree-sum of 16 lanes in llama.cpp's order (shared by the kernels). */
 static inline float mf_tree16(const float *v) {

@@ -75,6 +75,13 @@ expect 0 "bench" -- $MEMFIT bench -m "$T/s.gguf" -p 8 -n 4 -r 2 -t 2
 has out "pp8" "bench table"
 has out "tg4" "bench table"
 
+# a long context (700 positions: many 16-position groups of attention lanes)
+# gives the same logits with the SIMD kernels as with the scalar references
+$MEMFIT synth -o "$T/long.gguf" --dim 256 --layers 2 --heads 4 --kv-heads 2 --ff 512 --vocab 512 --seed 9 2>/dev/null
+ids=$(awk 'BEGIN { for (i = 0; i < 700; i++) printf "%s%d", (i ? "," : ""), (i * 7919 + 13) % 512 }')
+expect 0 "long context" -- $MEMFIT logits -m "$T/long.gguf" --ids "$ids" --gen 4 -c 1024 -o "$T/long.ref"
+expect 0 "long context, reference kernels" -- env MF_FORCE_REF=1 $MEMFIT logits -m "$T/long.gguf" --ids "$ids" --gen 4 -c 1024 -o "$T/long_ref.ref"
+if cmp -s "$T/long.ref" "$T/long_ref.ref"; then ok; else bad "long context: SIMD and reference logits differ"; fi
 rm -rf "$T"
 echo "RESULT $pass $fail cli"
 [ "$fail" -eq 0 ]

@@ -328,7 +328,8 @@ static void test_get_row(void) {
 
 /* The attention vector kernels in use (AVX2 where the CPU has it) equal
  * their scalar references bit for bit: dot16, fma and the 16-lane
- * reduction at lengths around the vector widths. */
+ * reduction at lengths around the vector widths; scores of a run of rows
+ * and the 16-lane value sums for 1..75 positions. */
 static void test_vec_kernels(void) {
     uint32_t r = 12345;
     for (int64_t n = 1; n <= 136; n += (n < 20 ? 1 : 13)) {
@@ -346,6 +347,24 @@ static void test_vec_kernels(void) {
         mf_vec_reduce16(n, a, o1);
         CHECK(memcmp(o0, o1, sizeof(float) * (size_t)n) == 0, "reduce16 n=%lld differs", (long long)n);
     }
+    /* attention over a run of cached rows: scores and the 16-lane V sums */
+    enum { NMAX = 72, POS = 75, STRIDE = 80 };
+    static float rows[POS * STRIDE], q[NMAX], sc0[POS], sc1[POS], l0[16 * NMAX], l1[16 * NMAX];
+    for (int i = 0; i < POS * STRIDE; i++) r = r * 1664525u + 1013904223u, rows[i] = (float)(int32_t)r / 2e9f;
+    for (int i = 0; i < NMAX; i++) r = r * 1664525u + 1013904223u, q[i] = (float)(int32_t)r / 7e8f;
+    static const int64_t ns[] = {16, 37, 64, 72};
+    for (size_t k = 0; k < sizeof ns / sizeof *ns; k++)
+        for (int64_t np = 1; np <= POS; np += (np < 20 ? 1 : 11)) {
+            int64_t n = ns[k];
+            for (int64_t j = 0; j < np; j++) sc0[j] = mf_vec_dot16_ref(n, q, rows + j * STRIDE);
+            mf_vec_dot16_rows(n, q, rows, STRIDE, np, sc1);
+            CHECK(memcmp(sc0, sc1, sizeof(float) * (size_t)np) == 0, "dot16_rows n=%lld rows=%lld differs",
+                  (long long)n, (long long)np);
+            mf_vec_fma_lanes16_ref(n, rows, STRIDE, sc0, np, l0);
+            mf_vec_fma_lanes16(n, rows, STRIDE, sc0, np, l1);
+            CHECK(memcmp(l0, l1, sizeof(float) * 16 * (size_t)n) == 0, "fma_lanes16 n=%lld positions=%lld differs",
+                  (long long)n, (long long)np);
+        }
 }
 
 int main(void) {
