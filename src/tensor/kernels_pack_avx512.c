@@ -134,6 +134,24 @@ static void gemm_q4_k_x16(int64_t n, int n_tok, float *y, int64_t ldy, const voi
     }
 }
 
+/* The eight lanes of each row added as mf_ref's tree8: (l0 + l4) + (l2 +
+ * l6), then + ((l1 + l5) + (l3 + l7)), lane by lane of 16 rows. */
+static inline __m512 tree8_x16(const __m512 l[8]) {
+    __m512 s4[4];
+    for (int k = 0; k < 4; k++) s4[k] = _mm512_add_ps(l[k], l[k + 4]);
+    return _mm512_add_ps(_mm512_add_ps(s4[0], s4[2]), _mm512_add_ps(s4[1], s4[3]));
+}
+
+/* gemm_packed over a kernel that takes 1 or 2 tokens per pass. */
+#define GEMM_PAIRS(name, group)                                                                    \
+    static void name(int64_t n, int n_tok, float *y, int64_t ldy, const void *xg, const void *act,  \
+                     uint64_t act_row) {                                                           \
+        const uint8_t *a = act;                                                                    \
+        int t = 0;                                                                                 \
+        for (; t + 2 <= n_tok; t += 2) group(n, xg, a + (uint64_t)t * act_row, act_row, 2, y + t * ldy, ldy); \
+        if (t < n_tok) group(n, xg, a + (uint64_t)t * act_row, act_row, 1, y + t * ldy, ldy);     \
+    }
+
 /* ---- q8_0 x16 ----
  * mf_ref_dot_q8_0's order, row by row: eight float lanes per row, lane l +=
  * fma(dw*da, I_l) per block with I_l the exact dot of elements 4l..4l+3,
@@ -176,20 +194,10 @@ BLOCK_FN void group_q8_0(int64_t n, const uint8_t *xg, const uint8_t *act, uint6
         }
     }
 #pragma GCC unroll 2
-    for (int t = 0; t < nt; t++) {
-        __m512 s4[4];
-        for (int l = 0; l < 4; l++) s4[l] = _mm512_add_ps(acc[t][l], acc[t][l + 4]);
-        _mm512_storeu_ps(y + t * ldy, _mm512_add_ps(_mm512_add_ps(s4[0], s4[2]), _mm512_add_ps(s4[1], s4[3])));
-    }
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ldy, tree8_x16(acc[t]));
 }
 
-static void gemm_q8_0_x16(int64_t n, int n_tok, float *y, int64_t ldy, const void *xg,
-                          const void *act, uint64_t act_row) {
-    const uint8_t *a = act;
-    int t = 0;
-    for (; t + 2 <= n_tok; t += 2) group_q8_0(n, xg, a + (uint64_t)t * act_row, act_row, 2, y + t * ldy, ldy);
-    if (t < n_tok) group_q8_0(n, xg, a + (uint64_t)t * act_row, act_row, 1, y + t * ldy, ldy);
-}
+GEMM_PAIRS(gemm_q8_0_x16, group_q8_0)
 
 /* ---- q4_0 / iq4_nl x16 ----
  * mf_ref_dot_q4_0/iq4_nl's order (llama.cpp's repacked GEMM): one chain per
@@ -347,20 +355,10 @@ BLOCK_FN void group_q6_k(int64_t n, const uint8_t *xg, const uint8_t *act, uint6
         }
     }
 #pragma GCC unroll 2
-    for (int t = 0; t < nt; t++) {
-        __m512 s4[4];
-        for (int l = 0; l < 4; l++) s4[l] = _mm512_add_ps(lanes[t][l], lanes[t][l + 4]);
-        _mm512_storeu_ps(y + t * ldy, _mm512_add_ps(_mm512_add_ps(s4[0], s4[2]), _mm512_add_ps(s4[1], s4[3])));
-    }
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ldy, tree8_x16(lanes[t]));
 }
 
-static void gemm_q6_k_x16(int64_t n, int n_tok, float *y, int64_t ldy, const void *xg,
-                          const void *act, uint64_t act_row) {
-    const uint8_t *a = act;
-    int t = 0;
-    for (; t + 2 <= n_tok; t += 2) group_q6_k(n, xg, a + (uint64_t)t * act_row, act_row, 2, y + t * ldy, ldy);
-    if (t < n_tok) group_q6_k(n, xg, a + (uint64_t)t * act_row, act_row, 1, y + t * ldy, ldy);
-}
+GEMM_PAIRS(gemm_q6_k_x16, group_q6_k)
 
 /* ---- q5_K x16 ----
  * mf_ref_dot_q5_k's order, row by row: eight float lanes, lane l += fma(d,
@@ -439,21 +437,10 @@ BLOCK_FN void group_q5_k(int64_t n, const uint8_t *xg, const uint8_t *act, uint6
         }
     }
 #pragma GCC unroll 2
-    for (int t = 0; t < nt; t++) {
-        __m512 s4[4];
-        for (int l = 0; l < 4; l++) s4[l] = _mm512_add_ps(lanes[t][l], lanes[t][l + 4]);
-        const __m512 tr = _mm512_add_ps(_mm512_add_ps(s4[0], s4[2]), _mm512_add_ps(s4[1], s4[3]));
-        _mm512_storeu_ps(y + t * ldy, _mm512_add_ps(tr, summs[t]));
-    }
+    for (int t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ldy, _mm512_add_ps(tree8_x16(lanes[t]), summs[t]));
 }
 
-static void gemm_q5_k_x16(int64_t n, int n_tok, float *y, int64_t ldy, const void *xg,
-                          const void *act, uint64_t act_row) {
-    const uint8_t *a = act;
-    int t = 0;
-    for (; t + 2 <= n_tok; t += 2) group_q5_k(n, xg, a + (uint64_t)t * act_row, act_row, 2, y + t * ldy, ldy);
-    if (t < n_tok) group_q5_k(n, xg, a + (uint64_t)t * act_row, act_row, 1, y + t * ldy, ldy);
-}
+GEMM_PAIRS(gemm_q5_k_x16, group_q5_k)
 
 void mf_avx512_install_pack(mf_type_traits table[MF_TYPE_COUNT]) {
     table[MF_TYPE_Q5_K].pack_rows = 16;

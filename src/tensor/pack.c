@@ -28,15 +28,27 @@
 #define QK_K 256
 #define XB 144
 
+/* d, dmin and the 12 scale bytes of row r's block b into a q4_K/q5_K x16
+ * super-block d (f16 x16, f16 x16, bytes transposed), and back. */
+static void k4_head(const uint8_t *b, uint8_t *d, int r) {
+    memcpy(d + 2 * r, b, 2);
+    memcpy(d + 32 + 2 * r, b + 2, 2);
+    for (int j = 0; j < 12; j++) d[64 + 16 * j + r] = b[4 + j];
+}
+
+static void k4_unhead(const uint8_t *s, uint8_t *b, int r) {
+    memcpy(b, s + 2 * r, 2);
+    memcpy(b + 2, s + 32 + 2 * r, 2);
+    for (int j = 0; j < 12; j++) b[4 + j] = s[64 + 16 * j + r];
+}
+
 void mf_pack_q4_k_x16(const void *src, uint64_t src_stride, void *dst, int64_t n_in) {
     const uint8_t *s = src;
     uint8_t *d = dst;
     for (int64_t i = 0; i < n_in / QK_K; i++, d += MF_Q4K_X16_BYTES) {
         for (int r = 0; r < 16; r++) {
             const uint8_t *b = s + (uint64_t)r * src_stride + (uint64_t)i * XB;
-            memcpy(d + 2 * r, b, 2);
-            memcpy(d + 32 + 2 * r, b + 2, 2);
-            for (int j = 0; j < 12; j++) d[64 + 16 * j + r] = b[4 + j];
+            k4_head(b, d, r);
             for (int p = 0; p < 4; p++)
                 for (int k = 0; k < 8; k++)
                     memcpy(d + 256 + (p * 8 + k) * 64 + 4 * r, b + 16 + 32 * p + 4 * k, 4);
@@ -50,9 +62,7 @@ void mf_unpack_q4_k_x16(const void *src, void *dst, uint64_t dst_stride, int64_t
     for (int64_t i = 0; i < n_in / QK_K; i++, s += MF_Q4K_X16_BYTES) {
         for (int r = 0; r < 16; r++) {
             uint8_t *b = d + (uint64_t)r * dst_stride + (uint64_t)i * XB;
-            memcpy(b, s + 2 * r, 2);
-            memcpy(b + 2, s + 32 + 2 * r, 2);
-            for (int j = 0; j < 12; j++) b[4 + j] = s[64 + 16 * j + r];
+            k4_unhead(s, b, r);
             for (int p = 0; p < 4; p++)
                 for (int k = 0; k < 8; k++)
                     memcpy(b + 16 + 32 * p + 4 * k, s + 256 + (p * 8 + k) * 64 + 4 * r, 4);
@@ -170,9 +180,7 @@ void mf_pack_q5_k_x16(const void *src, uint64_t src_stride, void *dst, int64_t n
     for (int64_t i = 0; i < n_in / QK_K; i++, d += MF_Q5K_X16_BYTES) {
         for (int r = 0; r < 16; r++) {
             const uint8_t *b = s + (uint64_t)r * src_stride + (uint64_t)i * Q5B;
-            memcpy(d + 2 * r, b, 2);
-            memcpy(d + 32 + 2 * r, b + 2, 2);
-            for (int j = 0; j < 12; j++) d[64 + 16 * j + r] = b[4 + j];
+            k4_head(b, d, r);
             for (int j = 0; j < 8; j++) memcpy(d + 256 + 64 * j + 4 * r, b + 16 + 4 * j, 4);
             for (int g = 0; g < 4; g++)
                 for (int j = 0; j < 8; j++) memcpy(d + 768 + (g * 8 + j) * 64 + 4 * r, b + 48 + 32 * g + 4 * j, 4);
@@ -186,9 +194,7 @@ void mf_unpack_q5_k_x16(const void *src, void *dst, uint64_t dst_stride, int64_t
     for (int64_t i = 0; i < n_in / QK_K; i++, s += MF_Q5K_X16_BYTES) {
         for (int r = 0; r < 16; r++) {
             uint8_t *b = d + (uint64_t)r * dst_stride + (uint64_t)i * Q5B;
-            memcpy(b, s + 2 * r, 2);
-            memcpy(b + 2, s + 32 + 2 * r, 2);
-            for (int j = 0; j < 12; j++) b[4 + j] = s[64 + 16 * j + r];
+            k4_unhead(s, b, r);
             for (int j = 0; j < 8; j++) memcpy(b + 16 + 4 * j, s + 256 + 64 * j + 4 * r, 4);
             for (int g = 0; g < 4; g++)
                 for (int j = 0; j < 8; j++) memcpy(b + 48 + 32 * g + 4 * j, s + 768 + (g * 8 + j) * 64 + 4 * r, 4);
