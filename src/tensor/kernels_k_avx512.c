@@ -13,22 +13,12 @@
  * four rows together, multiplies by the scales (unpacked with byte shuffles)
  * and lays the sums out so that lane r of one 8-lane FMA is row r's scalar
  * FMA into acc and lane 4 + r its FMA into accm, in the same order. */
-#include "tensor/kernels.h"
+#include "tensor/kernels_avx512.h"
 
-#include <immintrin.h>
 #include <math.h>
 
 #define QK_K 256
 #define XB 144
-#define BLOCK_FN static inline __attribute__((always_inline))
-
-/* Per 128-bit lane: [a0+a1, a2+a3, b0+b1, b2+b3] (AVX2's hadd, 4 lanes). */
-static inline __m512i hadd32(__m512i a, __m512i b) {
-    __m512 fa = _mm512_castsi512_ps(a), fb = _mm512_castsi512_ps(b);
-    __m512i e = _mm512_castps_si512(_mm512_shuffle_ps(fa, fb, _MM_SHUFFLE(2, 0, 2, 0)));
-    __m512i o = _mm512_castps_si512(_mm512_shuffle_ps(fa, fb, _MM_SHUFFLE(3, 1, 3, 1)));
-    return _mm512_add_epi32(e, o);
-}
 
 /* The 8 six-bit scales (int16 lanes 0..7) and mins (8..15) of a block. */
 static inline __m256i k4_scales_mins(const uint8_t *s) {
@@ -56,14 +46,21 @@ BLOCK_FN q8k_regs q8k_load(const uint8_t *b) {
     return r;
 }
 
-/* Lane p of *isum: I_p, of *imin: M_p (as floats, exact integers first). */
-BLOCK_FN void q4k_block(const uint8_t *a, const q8k_regs *q, __m128 *isum, __m128 *imin) {
+/* The four vpdpbusd of a q4_K block: low/high nibbles of its two 64-byte
+ * halves against the q8 sub-blocks arranged to match (q8k_regs). */
+BLOCK_FN void q4k_dots(const uint8_t *a, const q8k_regs *q, __m512i *r0, __m512i *r1, __m512i *r2, __m512i *r3) {
     const __m512i m4 = _mm512_set1_epi8(0x0f), z = _mm512_setzero_si512();
     __m512i w0 = _mm512_loadu_si512(a + 16), w1 = _mm512_loadu_si512(a + 80);
-    __m512i r0 = _mm512_dpbusd_epi32(z, _mm512_and_si512(w0, m4), q->y[0]);
-    __m512i r1 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(w0, 4), m4), q->y[1]);
-    __m512i r2 = _mm512_dpbusd_epi32(z, _mm512_and_si512(w1, m4), q->y[2]);
-    __m512i r3 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(w1, 4), m4), q->y[3]);
+    *r0 = _mm512_dpbusd_epi32(z, _mm512_and_si512(w0, m4), q->y[0]);
+    *r1 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(w0, 4), m4), q->y[1]);
+    *r2 = _mm512_dpbusd_epi32(z, _mm512_and_si512(w1, m4), q->y[2]);
+    *r3 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(w1, 4), m4), q->y[3]);
+}
+
+/* Lane p of *isum: I_p, of *imin: M_p (as floats, exact integers first). */
+BLOCK_FN void q4k_block(const uint8_t *a, const q8k_regs *q, __m128 *isum, __m128 *imin) {
+    __m512i r0, r1, r2, r3;
+    q4k_dots(a, q, &r0, &r1, &r2, &r3);
     /* lane L of t: [r0, r1, r2, r3] summed over lane L; lanes 0+1 hold
      * sub-blocks 0, 1, 4, 5 and lanes 2+3 hold 2, 3, 6, 7 */
     __m512i t = hadd32(hadd32(r0, r1), hadd32(r2, r3));
@@ -142,12 +139,8 @@ static const uint32_t idx_ip23[16] = {8, 9, 10, 11, 18, 22, 26, 30, 12, 13, 14, 
  * result = [D_2p, D_2p, D_2p+1, D_2p+1] in two parts each (D_j: sub-block
  * j's dot); *smv = the block's scales and mins. */
 BLOCK_FN __m512i q4k_partials(const uint8_t *a, const q8k_regs *q, __m128i *smv) {
-    const __m512i m4 = _mm512_set1_epi8(0x0f), z = _mm512_setzero_si512();
-    __m512i w0 = _mm512_loadu_si512(a + 16), w1 = _mm512_loadu_si512(a + 80);
-    __m512i r0 = _mm512_dpbusd_epi32(z, _mm512_and_si512(w0, m4), q->y[0]);
-    __m512i r1 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(w0, 4), m4), q->y[1]);
-    __m512i r2 = _mm512_dpbusd_epi32(z, _mm512_and_si512(w1, m4), q->y[2]);
-    __m512i r3 = _mm512_dpbusd_epi32(z, _mm512_and_si512(_mm512_srli_epi16(w1, 4), m4), q->y[3]);
+    __m512i r0, r1, r2, r3;
+    q4k_dots(a, q, &r0, &r1, &r2, &r3);
     /* lane L of p01: sub-blocks 0|1 (L < 2) or 2|3, 4 words each; of p23: 4|5, 6|7 */
     __m512i p01 = _mm512_packs_epi32(r0, r1), p23 = _mm512_packs_epi32(r2, r3);
     __m512i t = _mm512_add_epi16(_mm512_shuffle_i64x2(p01, p23, _MM_SHUFFLE(2, 0, 2, 0)),

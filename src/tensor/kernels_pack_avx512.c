@@ -12,14 +12,12 @@
  * accm = fma(M_p, dmin*dy, accm) with I_p = sc_2p D_2p + sc_2p+1 D_2p+1 and
  * M_p = mn_2p S_2p + mn_2p+1 S_2p+1 exact integers, the result acc - accm:
  * bit-identical to the row-major kernels for any thread count or batch. */
-#include "tensor/kernels.h"
+#include "tensor/kernels_avx512.h"
 
-#include <immintrin.h>
 
 #define QK_K 256
 #define PB MF_Q4K_X16_BYTES
 #define NT_MAX 4
-#define BLOCK_FN static inline __attribute__((always_inline))
 
 /* acc += w (unsigned bytes) x the four signed bytes at p in every lane: the
  * broadcast folded into vpdpbusd's memory operand ({1to16}), which the

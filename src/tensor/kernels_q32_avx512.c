@@ -15,14 +15,12 @@
  * rows' chain steps in the reference order; four independent chains are what
  * lets one core decode near the memory bandwidth (matmul.c uses the four-row
  * kernel for one token too when the traits ask for it). */
-#include "tensor/kernels.h"
+#include "tensor/kernels_avx512.h"
 
-#include <immintrin.h>
 
 #define QK 32
 #define XB 18 /* q4_0 and iq4_nl blocks alike: f16 d, u8 qs[16] */
 #define YB MF_Q8_0_BYTES
-#define BLOCK_FN static inline __attribute__((always_inline))
 
 #define R8(s) s, s + 1, s + 2, s + 3, s + 4, s + 5, s + 6, s + 7
 #define R4(v) v, v, v, v
@@ -39,17 +37,8 @@ static const uint16_t idx_dx2[32] = {0, 32, 0, 32, 9, 41, 9, 41, 18, 50, 18, 50,
 /* iq4_nl's levels, and the same plus 128 (unsigned, as vpdpbusd wants). */
 static const int8_t lev[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                1,    13,   25,  38,  53,  69,  89,  113};
-static const uint8_t lev_u[16] = {1, 24, 45, 63, 79, 93, 106, 118, 129, 141, 153, 166, 181, 197, 217, 241};
 
 static inline __m512i ld_idx(const uint16_t *w) { return _mm512_loadu_si512(w); }
-
-/* Per 128-bit lane: [a0+a1, a2+a3, b0+b1, b2+b3] (AVX2's hadd, 4 lanes). */
-static inline __m512i hadd32(__m512i a, __m512i b) {
-    __m512 fa = _mm512_castsi512_ps(a), fb = _mm512_castsi512_ps(b);
-    __m512i e = _mm512_castps_si512(_mm512_shuffle_ps(fa, fb, _MM_SHUFFLE(2, 0, 2, 0)));
-    __m512i o = _mm512_castps_si512(_mm512_shuffle_ps(fa, fb, _MM_SHUFFLE(3, 1, 3, 1)));
-    return _mm512_add_epi32(e, o);
-}
 
 /* What four consecutive activation blocks give every row: their first and
  * second 16-byte halves (lane k = block k), the start of each row's
@@ -78,7 +67,7 @@ BLOCK_FN __m512i row_isums(const uint8_t *x, const ygroup *g, int lut) {
     __m512i qs = _mm512_permutex2var_epi16(a, ld_idx(idx_xqs), b);
     __m512i lo = _mm512_and_si512(qs, m4), hi = _mm512_and_si512(_mm512_srli_epi16(qs, 4), m4);
     if (lut) {
-        const __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)lev_u));
+        const __m512i t = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)mf_iq4nl_levels_u));
         lo = _mm512_shuffle_epi8(t, lo);
         hi = _mm512_shuffle_epi8(t, hi);
     }

@@ -10,12 +10,22 @@
 
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 static int test_passed, test_failed;
+
+/* xorshift64 with the top bits kept: the random bytes of the kernel tests
+ * (each file keeps its own state and seed, so its sequence is fixed). */
+static inline uint32_t test_xorshift(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return (uint32_t)(*s >> 16);
+}
 
 #define CHECK(cond, ...)                                                   \
     do {                                                                   \

@@ -20,12 +20,7 @@
 #include <stdint.h>
 
 static uint64_t rng = 0x2545f4914f6cdd1dull;
-static uint32_t next(void) {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng >> 16);
-}
+static uint32_t next(void) { return test_xorshift(&rng); }
 static float frand(void) { return (float)(next() & 0xffffff) / 8388608.0f - 1.0f; }
 
 /* A finite f16 (or bf16) of moderate size and random sign. */
