@@ -1,0 +1,152 @@
+// bindings/checks.h — argument checking and preparation shared by the CPU and
+// CUDA shims of every op family. Each check names the op, the argument, what
+// was expected and what came ("lowvram.qlinear: qweight must be int8, got
+// Float"), so that bad input is a Python exception (RuntimeError, or
+// ValueError/TypeError where torch maps the check) and never reaches a kernel.
+// The prepare_* functions also put tensors into the form the C kernels take
+// (last dimension contiguous, float32 side inputs), copying only when the
+// caller's layout cannot be used as is.
+#pragma once
+
+#include <torch/library.h>
+#include <ATen/ATen.h>
+
+#include <string>
+
+extern "C" {
+#include "lowvram/common.h"
+#include "lowvram/qgemm.h"
+}
+
+namespace lowvram {
+
+#define LV_CHECK(cond, op, ...) TORCH_CHECK((cond), "lowvram.", op, ": ", __VA_ARGS__)
+#define LV_CHECK_VALUE(cond, op, ...) TORCH_CHECK_VALUE((cond), "lowvram.", op, ": ", __VA_ARGS__)
+#define LV_CHECK_TYPE(cond, op, ...) TORCH_CHECK_TYPE((cond), "lowvram.", op, ": ", __VA_ARGS__)
+
+// Raises unless a kernel returned LV_OK; `what` says which kernel.
+inline void check_status(lv_status st, const char* op, const char* what) {
+  TORCH_CHECK(st == LV_OK, "lowvram.", op, ": ", what, " failed: ", lv_status_str(st));
+}
+
+// The C dtype of a float activation / gradient / output tensor.
+inline lv_dtype float_dtype(const at::Tensor& t, const char* op, const char* arg) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return LV_F32;
+    case at::kBFloat16: return LV_BF16;
+    case at::kHalf: return LV_F16;
+    default:
+      LV_CHECK_TYPE(false, op, arg, " must be float32, bfloat16 or float16, got ",
+                    t.scalar_type());
+  }
+  return LV_F32;
+}
+
+inline void check_same_device(const at::Tensor& t, const at::Tensor& ref, const char* op,
+                              const char* arg, const char* ref_arg) {
+  LV_CHECK(t.device() == ref.device(), op, arg, " must be on the same device as ", ref_arg,
+           " (", ref.device(), "), got ", t.device());
+}
+
+// [*, K] viewed as [M, K] with a contiguous last dimension. Copies only when no
+// such view exists (e.g. a transposed or column-strided input).
+inline at::Tensor rows_2d(const at::Tensor& x, int64_t K) {
+  at::Tensor x2 = x.dim() == 2 ? x : x.reshape({-1, K});
+  if (x2.size(0) > 0 && (x2.stride(1) != 1 || x2.stride(0) < K)) x2 = x2.contiguous();
+  return x2;
+}
+
+// Everything a qlinear / qlinear_grad_input kernel needs, checked.
+struct QLinearArgs {
+  int64_t N = 0, K = 0, G = 1, group_size = -1;
+  at::Tensor qweight;    // [N, K] int8, stride(1) == 1
+  at::Tensor wscale;     // [N, G] float32, contiguous
+  at::Tensor bias;       // [N] float32 or undefined
+  at::Tensor act_scale;  // [K] float32 or undefined
+};
+
+// Checks qweight / wscale / bias / act_scale against each other and against
+// `ref` (the activation or gradient tensor that fixes the device).
+inline QLinearArgs prepare_weights(const char* op, const at::Tensor& ref, const char* ref_arg,
+                                   const at::Tensor& qweight, const at::Tensor& wscale,
+                                   const c10::optional<at::Tensor>& bias,
+                                   const c10::optional<at::Tensor>& act_scale) {
+  QLinearArgs a;
+  LV_CHECK_TYPE(qweight.scalar_type() == at::kChar, op, "qweight must be int8, got ",
+                qweight.scalar_type());
+  LV_CHECK_VALUE(qweight.dim() == 2, op, "qweight must be 2-D [N, K] (out, in features), got ",
+                 qweight.dim(), "-D ", qweight.sizes());
+  check_same_device(qweight, ref, op, "qweight", ref_arg);
+  a.N = qweight.size(0);
+  a.K = qweight.size(1);
+  LV_CHECK_VALUE(a.N > 0 && a.K > 0, op, "qweight must not be empty, got ", qweight.sizes());
+  LV_CHECK_VALUE(a.K <= LV_QGEMM_K_MAX, op, "K (in-features) must be <= ", LV_QGEMM_K_MAX,
+                 " so that int32 sums are exact, got ", a.K);
+  a.qweight = qweight.stride(1) == 1 && qweight.stride(0) >= a.K ? qweight : qweight.contiguous();
+
+  LV_CHECK_TYPE(wscale.scalar_type() == at::kFloat, op, "wscale must be float32, got ",
+                wscale.scalar_type());
+  check_same_device(wscale, ref, op, "wscale", ref_arg);
+  if (wscale.dim() == 1) {
+    LV_CHECK_VALUE(wscale.size(0) == a.N, op, "wscale must be [N] = [", a.N, "] or [N, G], got ",
+                   wscale.sizes());
+    a.G = 1;
+  } else {
+    LV_CHECK_VALUE(wscale.dim() == 2 && wscale.size(0) == a.N && wscale.size(1) >= 1, op,
+                   "wscale must be [N] = [", a.N, "] or [N, G], got ", wscale.sizes());
+    a.G = wscale.size(1);
+    LV_CHECK_VALUE(a.K % a.G == 0 && (a.K / a.G) % 64 == 0, op,
+                   "wscale [N, G] needs groups of K / G columns with K / G a multiple of 64; K = ",
+                   a.K, ", G = ", a.G);
+    if (a.G > 1) a.group_size = a.K / a.G;
+  }
+  a.wscale = wscale.contiguous();
+
+  if (bias.has_value() && bias->defined()) {
+    LV_CHECK_TYPE(at::isFloatingType(bias->scalar_type()), op, "bias must be a float tensor, got ",
+                  bias->scalar_type());
+    LV_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == a.N, op, "bias must be [N] = [", a.N,
+                   "], got ", bias->sizes());
+    check_same_device(*bias, ref, op, "bias", ref_arg);
+    a.bias = bias->to(at::kFloat).contiguous();
+  }
+  if (act_scale.has_value() && act_scale->defined()) {
+    LV_CHECK_TYPE(at::isFloatingType(act_scale->scalar_type()), op,
+                  "act_scale must be a float tensor, got ", act_scale->scalar_type());
+    LV_CHECK_VALUE(act_scale->dim() == 1 && act_scale->size(0) == a.K, op,
+                   "act_scale must be [K] = [", a.K, "], got ", act_scale->sizes());
+    check_same_device(*act_scale, ref, op, "act_scale", ref_arg);
+    a.act_scale = act_scale->to(at::kFloat).contiguous();
+  }
+  return a;
+}
+
+// x [..., K] for qlinear: a float tensor whose last dimension is K.
+inline void check_activation(const char* op, const at::Tensor& x, int64_t K, const char* what) {
+  (void)float_dtype(x, op, "x");
+  LV_CHECK_VALUE(x.dim() >= 1, op, "x must have at least 1 dimension [..., K], got a 0-D tensor");
+  LV_CHECK_VALUE(x.size(-1) == K, op, "x's last dimension must be K = ", K, " (", what,
+                 "), got x of shape ", x.sizes());
+}
+
+// The output shape of a row-wise op: x's shape with the last dimension n.
+inline std::vector<int64_t> out_shape(const at::Tensor& x, int64_t n) {
+  std::vector<int64_t> s(x.sizes().begin(), x.sizes().end());
+  s.back() = n;
+  return s;
+}
+
+// `out` of an .out overload: same device and dtype as expected; resized when
+// empty (as torch's out= ops do), else it must already have the shape.
+inline void check_out(const char* op, at::Tensor& out, const at::Tensor& x,
+                      at::IntArrayRef shape) {
+  check_same_device(out, x, op, "out", "x");
+  LV_CHECK_TYPE(out.scalar_type() == x.scalar_type(), op, "out must have x's dtype ",
+                x.scalar_type(), ", got ", out.scalar_type());
+  if (out.sizes() != shape) {
+    LV_CHECK_VALUE(out.numel() == 0, op, "out must have shape ", shape, ", got ", out.sizes());
+    out.resize_(shape);
+  }
+}
+
+}  // namespace lowvram

@@ -1,0 +1,51 @@
+// bindings/registration.cpp — every lowvram op schema, one line and one
+// comment each. Implementations live in bindings/<family>_{cpu,cuda}.cpp;
+// fake (meta) kernels and autograd formulas in python/lowvram/ops.py, which
+// lowvram/__init__.py imports (set_python_module does not import it).
+#include <torch/library.h>
+
+#include <string>
+
+extern "C" {
+#include "lowvram/common.h"
+}
+
+namespace lowvram {
+
+// The CPU kernel variant in use ("ref", "avx2", "avx512").
+static std::string cpu_isa() { return lv_isa_name(lv_cpu_isa()); }
+
+// Forces a CPU kernel variant for later calls (tests, benchmarks).
+static void set_cpu_isa(const std::string& name) {
+  int isa = lv_isa_from_name(name.c_str());
+  TORCH_CHECK_VALUE(isa >= 0, "lowvram.set_cpu_isa: isa must be ref, avx2 or avx512, got '",
+                    name, "'");
+  TORCH_CHECK(lv_cpu_set_isa(static_cast<lv_isa>(isa)) == LV_OK,
+              "lowvram.set_cpu_isa: this CPU cannot run '", name, "'");
+}
+
+// Whether this CPU can run a variant.
+static bool cpu_isa_supported(const std::string& name) {
+  int isa = lv_isa_from_name(name.c_str());
+  return isa >= 0 && lv_cpu_isa_supported(static_cast<lv_isa>(isa));
+}
+
+}  // namespace lowvram
+
+TORCH_LIBRARY(lowvram, m) {
+  m.set_python_module("lowvram.ops");
+  // Per-row int8 codes and float32 scales of x [..., K] (x * act_scale when given).
+  m.def("quantize_int8(Tensor x, Tensor? act_scale=None) -> (Tensor, Tensor)");
+  // Per-output-channel (or per-group) int8 weights [N, K] and float32 scales.
+  m.def("quantize_weight(Tensor w, int group_size=-1) -> (Tensor, Tensor)");
+  // y = dequant(int8(x) @ qweight^T) + bias: int8 dynamic-quantized Linear.
+  m.def("qlinear(Tensor x, Tensor qweight, Tensor wscale, Tensor? bias=None, Tensor? act_scale=None) -> Tensor");
+  // qlinear into a caller-provided output.
+  m.def("qlinear.out(Tensor x, Tensor qweight, Tensor wscale, Tensor? bias=None, Tensor? act_scale=None, *, Tensor(a!) out) -> Tensor(a!)");
+  // grad_y @ dequant(qweight) (* act_scale): qlinear's gradient to x, weights never dequantized.
+  m.def("qlinear_grad_input(Tensor grad_y, Tensor qweight, Tensor wscale, Tensor? act_scale=None) -> Tensor");
+  // CPU kernel variant in use, forcing one, and whether one is supported.
+  m.def("cpu_isa() -> str", &lowvram::cpu_isa);
+  m.def("set_cpu_isa(str isa) -> ()", &lowvram::set_cpu_isa);
+  m.def("cpu_isa_supported(str isa) -> bool", &lowvram::cpu_isa_supported);
+}

@@ -1,0 +1,50 @@
+"""lowvram — run and fine-tune PyTorch models bigger than your GPU (or laptop).
+
+Three levers, each a set of torch ops (``torch.ops.lowvram.*``) with C and
+CUDA kernels behind a minimal C++ shim:
+
+* int8 dynamic-quantized Linear: ``torch.ops.lowvram.qlinear``,
+  :class:`lowvram.nn.QLinear`, :func:`lowvram.quantize_`.
+
+Loading this package loads the compiled library (``lowvram/_C*.so``) into
+``torch.ops.lowvram`` and registers the fake kernels and autograd formulas
+(``lowvram.ops``).
+"""
+import glob as _glob
+import os as _os
+
+import torch as _torch
+
+
+def _load_library():
+    here = _os.path.dirname(_os.path.abspath(__file__))
+    libs = sorted(_glob.glob(_os.path.join(here, "_C*.so")))
+    if not libs:
+        raise ImportError(
+            "lowvram: the compiled library lowvram/_C*.so is missing; build it with "
+            "`pip install --no-build-isolation .` from the repository root"
+        )
+    _torch.ops.load_library(libs[0])
+
+
+_load_library()
+
+from . import ops  # noqa: E402  (fake kernels + autograd must be registered at import)
+from . import nn  # noqa: E402
+from . import memory  # noqa: E402
+from . import reference  # noqa: E402
+from .quantize import quantize_  # noqa: E402
+from .ops import cpu_isa, set_cpu_isa, cpu_isa_supported  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ops",
+    "nn",
+    "memory",
+    "reference",
+    "quantize_",
+    "cpu_isa",
+    "set_cpu_isa",
+    "cpu_isa_supported",
+]

@@ -1,0 +1,156 @@
+"""lowvram.nn — modules that swap in for ``torch.nn.Linear``.
+
+``QLinear`` holds int8 weights per output channel (or per group of input
+columns) and quantizes its input per row on every call
+(``torch.ops.lowvram.qlinear``). Its ``state_dict`` holds the canonical,
+device-independent tensors: ``qweight`` int8 [N, K], ``wscale`` float32 [N]
+(or [N, G]), ``bias`` when the Linear had one, and ``act_scale`` float32 [K]
+when SmoothQuant factors were applied. Loading a checkpoint with missing,
+extra or wrongly typed keys raises (torch's strict loading plus dtype and
+shape checks here).
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from . import ops
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+class QLinear(nn.Module):
+    """int8 dynamic-quantized Linear: ``y = x W^T + b`` with W stored as int8
+    codes times float32 scales and x quantized per row on the fly.
+
+    Build one from a float Linear with :meth:`from_linear`, or let
+    :func:`lowvram.quantize_` replace every Linear of a model. ``x`` may be
+    float32, bfloat16 or float16; the output has ``x``'s dtype. Gradients flow
+    to ``x`` (straight through the activation quantization) and to ``bias``;
+    the int8 weight is frozen (train LoRA adapters on top of it).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 group_size: int = -1, smooth: bool = False, device=None,
+                 dtype: Optional[torch.dtype] = None) -> None:
+        super().__init__()
+        if in_features < 1 or out_features < 1:
+            raise ValueError(f"lowvram.QLinear: in_features and out_features must be >= 1, "
+                             f"got {in_features}, {out_features}")
+        if group_size not in (-1, in_features) and (
+                group_size <= 0 or in_features % group_size or group_size % 64):
+            raise ValueError(f"lowvram.QLinear: group_size must be -1 or a multiple of 64 "
+                             f"dividing in_features = {in_features}, got {group_size}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.group_size = group_size
+        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8,
+                                                    device=device))
+        wshape = (out_features,) if group_size == -1 else (
+            out_features, in_features // group_size)
+        self.register_buffer("wscale", torch.zeros(wshape, dtype=torch.float32, device=device))
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(out_features, device=device,
+                                                 dtype=dtype or torch.float32))
+        else:
+            self.register_parameter("bias", None)
+        if smooth:
+            self.register_buffer("act_scale", torch.ones(in_features, dtype=torch.float32,
+                                                         device=device))
+        else:
+            self.act_scale = None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, group_size: int = -1,
+                    act_scale: Optional[Tensor] = None) -> "QLinear":
+        """Quantizes a float Linear's weight (per output channel, or per group
+        of ``group_size`` input columns). With ``act_scale`` [K] (SmoothQuant),
+        the module will quantize ``x * act_scale`` and its weight is quantized
+        after dividing column k by ``act_scale[k]``, so the product is unchanged
+        in exact arithmetic."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"lowvram.QLinear.from_linear: expected an nn.Linear, "
+                            f"got {type(linear).__name__}")
+        w = linear.weight.detach()
+        if w.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+            w = w.float()
+        N, K = w.shape
+        m = cls(K, N, bias=linear.bias is not None, group_size=group_size,
+                smooth=act_scale is not None, device=w.device,
+                dtype=linear.bias.dtype if linear.bias is not None else None)
+        if act_scale is not None:
+            a = act_scale.detach().to(device=w.device, dtype=torch.float32)
+            if a.shape != (K,) or not bool(torch.isfinite(a).all()) or not bool((a > 0).all()):
+                raise ValueError("lowvram.QLinear.from_linear: act_scale must be [K] = "
+                                 f"[{K}], finite and > 0, got shape {tuple(a.shape)}")
+            w = w.float() / a
+            m.act_scale.copy_(a)
+        qw, ws = ops.quantize_weight(w.contiguous(), group_size)
+        m.qweight.copy_(qw)
+        m.wscale.copy_(ws.reshape(m.wscale.shape))
+        if linear.bias is not None:
+            m.bias.data.copy_(linear.bias.detach())
+        return m
+
+    def to_linear(self, dtype: torch.dtype = torch.float32) -> nn.Linear:
+        """A float Linear with the dequantized weight (what this module computes,
+        up to the activations' quantization)."""
+        from .reference import dequantize_weight
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                        device=self.qweight.device, dtype=dtype)
+        with torch.no_grad():
+            lin.weight.copy_(dequantize_weight(self.qweight, self.wscale, self.act_scale,
+                                               dtype=torch.float32))
+            if self.bias is not None:
+                lin.bias.copy_(self.bias)
+        return lin
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.ops.lowvram.qlinear(x, self.qweight, self.wscale, self.bias,
+                                         self.act_scale)
+
+    def weight_bytes(self) -> int:
+        """Bytes of the stored weight (int8 codes + scales + act_scale)."""
+        n = self.qweight.numel() + 4 * self.wscale.numel()
+        if self.act_scale is not None:
+            n += 4 * self.act_scale.numel()
+        return n
+
+    def extra_repr(self) -> str:
+        g = "per-channel" if self.group_size == -1 else f"group_size={self.group_size}"
+        float_bytes = 4 * self.in_features * self.out_features
+        s = (f"in_features={self.in_features}, out_features={self.out_features}, "
+             f"bias={self.bias is not None}, int8 {g}, weight {_fmt_bytes(self.weight_bytes())}"
+             f" (fp32 {_fmt_bytes(float_bytes)})")
+        if self.act_scale is not None:
+            s += ", smoothed"
+        return s
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # torch copies across dtypes silently (an int8 buffer would take float
+        # values, truncated): refuse wrong dtypes and shapes with the key's name.
+        expect = {"qweight": (torch.int8, self.qweight.shape),
+                  "wscale": (torch.float32, self.wscale.shape)}
+        if self.act_scale is not None:
+            expect["act_scale"] = (torch.float32, self.act_scale.shape)
+        for name, (dtype, shape) in expect.items():
+            t = state_dict.get(prefix + name)
+            if t is None:
+                continue
+            if t.dtype != dtype:
+                error_msgs.append(f"lowvram.QLinear: {prefix}{name} must be {dtype}, "
+                                  f"got {t.dtype}")
+            elif tuple(t.shape) != tuple(shape):
+                error_msgs.append(f"lowvram.QLinear: {prefix}{name} must have shape "
+                                  f"{tuple(shape)}, got {tuple(t.shape)}")
+        if self.act_scale is None and prefix + "act_scale" in state_dict:
+            unexpected_keys.append(prefix + "act_scale")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)

@@ -1,0 +1,163 @@
+"""lowvram.ops — typed Python wrappers of ``torch.ops.lowvram.*``, with every
+op's fake (meta) kernel and autograd formula beside it.
+
+The fake kernels let ``torch.compile(fullgraph=True)`` and ``torch.export``
+trace the ops without running them; they check what shapes alone can decide
+(the C++ shim checks everything again, with the same messages). The autograd
+formulas call other lowvram ops, never a dequantized float weight:
+
+* ``qlinear``: gradient to ``x`` through ``qlinear_grad_input`` (straight
+  through the activation quantization), to ``bias`` as a sum over rows;
+  ``qweight``, ``wscale`` and ``act_scale`` are frozen.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+_FLOATS = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _check(cond: bool, op: str, msg: str, exc=RuntimeError) -> None:
+    if not cond:
+        raise exc(f"lowvram.{op}: {msg}")
+
+
+# ---------------------------------------------------------------- typed wrappers
+
+
+def quantize_int8(x: Tensor, act_scale: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """Per-row int8 codes ``[..., K]`` and float32 scales ``[...]`` of ``x``
+    (of ``x * act_scale`` when given); contract in ``lowvram/qgemm.h``."""
+    return torch.ops.lowvram.quantize_int8(x, act_scale)
+
+
+def quantize_weight(w: Tensor, group_size: int = -1) -> Tuple[Tensor, Tensor]:
+    """int8 weights ``[N, K]`` and float32 scales ``[N]`` (or ``[N, K / group_size]``)."""
+    return torch.ops.lowvram.quantize_weight(w, group_size)
+
+
+def qlinear(
+    x: Tensor,
+    qweight: Tensor,
+    wscale: Tensor,
+    bias: Optional[Tensor] = None,
+    act_scale: Optional[Tensor] = None,
+    *,
+    out: Optional[Tensor] = None,
+) -> Tensor:
+    """``y = dequant(int8(x) @ qweight^T) (+ bias)`` in ``x``'s dtype."""
+    if out is not None:
+        return torch.ops.lowvram.qlinear.out(x, qweight, wscale, bias, act_scale, out=out)
+    return torch.ops.lowvram.qlinear(x, qweight, wscale, bias, act_scale)
+
+
+def qlinear_grad_input(
+    grad_y: Tensor, qweight: Tensor, wscale: Tensor, act_scale: Optional[Tensor] = None
+) -> Tensor:
+    """``grad_y @ dequant(qweight)`` (``* act_scale``), the gradient of qlinear to x."""
+    return torch.ops.lowvram.qlinear_grad_input(grad_y, qweight, wscale, act_scale)
+
+
+def cpu_isa() -> str:
+    """The CPU kernel variant in use: "ref", "avx2" or "avx512"."""
+    return torch.ops.lowvram.cpu_isa()
+
+
+def set_cpu_isa(isa: str) -> None:
+    """Forces a CPU kernel variant ("ref", "avx2", "avx512") for later calls."""
+    torch.ops.lowvram.set_cpu_isa(isa)
+
+
+def cpu_isa_supported(isa: str) -> bool:
+    """Whether this CPU can run a kernel variant."""
+    return torch.ops.lowvram.cpu_isa_supported(isa)
+
+
+# ---------------------------------------------------------------- fake kernels
+
+
+def _check_float(op: str, t: Tensor, arg: str) -> None:
+    _check(t.dtype in _FLOATS, op, f"{arg} must be float32, bfloat16 or float16, got {t.dtype}",
+           TypeError)
+
+
+def _check_weights(op: str, qweight: Tensor, wscale: Tensor) -> Tuple[int, int]:
+    _check(qweight.dtype == torch.int8, op, f"qweight must be int8, got {qweight.dtype}", TypeError)
+    _check(qweight.dim() == 2, op, f"qweight must be 2-D [N, K], got {qweight.dim()}-D", ValueError)
+    _check(wscale.dtype == torch.float32, op, f"wscale must be float32, got {wscale.dtype}",
+           TypeError)
+    N, K = qweight.shape
+    _check(wscale.dim() in (1, 2), op, f"wscale must be [N] or [N, G], got {tuple(wscale.shape)}",
+           ValueError)
+    return N, K
+
+
+@torch.library.register_fake("lowvram::quantize_int8")
+def _quantize_int8_fake(x, act_scale=None):
+    _check_float("quantize_int8", x, "x")
+    _check(x.dim() >= 1, "quantize_int8", "x must have at least 1 dimension [..., K]", ValueError)
+    return x.new_empty(x.shape, dtype=torch.int8), x.new_empty(x.shape[:-1], dtype=torch.float32)
+
+
+@torch.library.register_fake("lowvram::quantize_weight")
+def _quantize_weight_fake(w, group_size=-1):
+    _check_float("quantize_weight", w, "w")
+    _check(w.dim() == 2, "quantize_weight", f"w must be 2-D [N, K], got {w.dim()}-D", ValueError)
+    N, K = w.shape
+    q = w.new_empty((N, K), dtype=torch.int8)
+    if group_size == -1:
+        return q, w.new_empty((N,), dtype=torch.float32)
+    torch._check(group_size > 0, lambda: "lowvram.quantize_weight: group_size must be -1 or > 0")
+    return q, w.new_empty((N, K // group_size), dtype=torch.float32)
+
+
+@torch.library.register_fake("lowvram::qlinear")
+def _qlinear_fake(x, qweight, wscale, bias=None, act_scale=None):
+    _check_float("qlinear", x, "x")
+    N, K = _check_weights("qlinear", qweight, wscale)
+    torch._check(x.shape[-1] == K,
+                 lambda: f"lowvram.qlinear: x's last dimension must be K = {K}, got {x.shape}")
+    return x.new_empty((*x.shape[:-1], N))
+
+
+@torch.library.register_fake("lowvram::qlinear.out")
+def _qlinear_out_fake(x, qweight, wscale, bias=None, act_scale=None, *, out):
+    return out
+
+
+@torch.library.register_fake("lowvram::qlinear_grad_input")
+def _qlinear_grad_input_fake(grad_y, qweight, wscale, act_scale=None):
+    _check_float("qlinear_grad_input", grad_y, "grad_y")
+    N, K = _check_weights("qlinear_grad_input", qweight, wscale)
+    torch._check(grad_y.shape[-1] == N, lambda: (
+        f"lowvram.qlinear_grad_input: grad_y's last dimension must be N = {N}, "
+        f"got {grad_y.shape}"))
+    return grad_y.new_empty((*grad_y.shape[:-1], K))
+
+
+# ---------------------------------------------------------------- autograd
+
+
+def _qlinear_setup_context(ctx, inputs, output):
+    x, qweight, wscale, bias, act_scale = inputs
+    ctx.save_for_backward(qweight, wscale, act_scale)
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _qlinear_backward(ctx, grad):
+    qweight, wscale, act_scale = ctx.saved_tensors
+    if ctx.needs_input_grad[2] or ctx.needs_input_grad[4]:
+        raise RuntimeError(
+            "lowvram.qlinear: wscale and act_scale are frozen (no gradient); detach them or "
+            "train a float copy (QLinear.to_linear) or LoRA adapters on top")
+    grad_x = grad_bias = None
+    if ctx.needs_input_grad[0]:
+        grad_x = torch.ops.lowvram.qlinear_grad_input(grad, qweight, wscale, act_scale)
+    if ctx.needs_input_grad[3]:
+        grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0, dtype=torch.float32).to(ctx.bias_dtype)
+    return grad_x, None, None, grad_bias, None
+
+
+torch.library.register_autograd(
+    "lowvram::qlinear", _qlinear_backward, setup_context=_qlinear_setup_context)
