@@ -136,17 +136,14 @@ inline std::vector<int64_t> out_shape(const at::Tensor& x, int64_t n) {
   return s;
 }
 
-// `out` of an .out overload: same device and dtype as expected; resized when
-// empty (as torch's out= ops do), else it must already have the shape.
-inline void check_out(const char* op, at::Tensor& out, const at::Tensor& x,
+// `out` of an .out overload: same device, dtype and shape as the result
+// (never resized: a custom op that resizes its output cannot be functionalized).
+inline void check_out(const char* op, const at::Tensor& out, const at::Tensor& x,
                       at::IntArrayRef shape) {
   check_same_device(out, x, op, "out", "x");
   LV_CHECK_TYPE(out.scalar_type() == x.scalar_type(), op, "out must have x's dtype ",
                 x.scalar_type(), ", got ", out.scalar_type());
-  if (out.sizes() != shape) {
-    LV_CHECK_VALUE(out.numel() == 0, op, "out must have shape ", shape, ", got ", out.sizes());
-    out.resize_(shape);
-  }
+  LV_CHECK_VALUE(out.sizes() == shape, op, "out must have shape ", shape, ", got ", out.sizes());
 }
 
 }  // namespace lowvram

@@ -132,9 +132,9 @@ at::Tensor qlinear_cpu(const at::Tensor& x, const at::Tensor& qweight, const at:
   return y;
 }
 
-at::Tensor& qlinear_out_cpu(const at::Tensor& x, const at::Tensor& qweight,
-                            const at::Tensor& wscale, const c10::optional<at::Tensor>& bias,
-                            const c10::optional<at::Tensor>& act_scale, at::Tensor& out) {
+void qlinear_out_cpu(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& wscale,
+                     const c10::optional<at::Tensor>& bias,
+                     const c10::optional<at::Tensor>& act_scale, at::Tensor& out) {
   const char* op = "qlinear";
   (void)float_dtype(x, op, "x");
   QLinearArgs a = prepare_weights(op, x, "x", qweight, wscale, bias, act_scale);
@@ -148,7 +148,6 @@ at::Tensor& qlinear_out_cpu(const at::Tensor& x, const at::Tensor& qweight,
     qlinear_into(op, x, a, y);
     out.copy_(y);
   }
-  return out;
 }
 
 at::Tensor qlinear_grad_input_cpu(const at::Tensor& grad_y, const at::Tensor& qweight,

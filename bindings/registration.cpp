@@ -40,8 +40,9 @@ TORCH_LIBRARY(lowvram, m) {
   m.def("quantize_weight(Tensor w, int group_size=-1) -> (Tensor, Tensor)");
   // y = dequant(int8(x) @ qweight^T) + bias: int8 dynamic-quantized Linear.
   m.def("qlinear(Tensor x, Tensor qweight, Tensor wscale, Tensor? bias=None, Tensor? act_scale=None) -> Tensor");
-  // qlinear into a caller-provided output.
-  m.def("qlinear.out(Tensor x, Tensor qweight, Tensor wscale, Tensor? bias=None, Tensor? act_scale=None, *, Tensor(a!) out) -> Tensor(a!)");
+  // qlinear into a caller-provided output of the right shape and dtype (returns nothing, so
+  // that functionalization under torch.compile can handle it).
+  m.def("qlinear.out(Tensor x, Tensor qweight, Tensor wscale, Tensor? bias=None, Tensor? act_scale=None, *, Tensor(a!) out) -> ()");
   // grad_y @ dequant(qweight) (* act_scale): qlinear's gradient to x, weights never dequantized.
   m.def("qlinear_grad_input(Tensor grad_y, Tensor qweight, Tensor wscale, Tensor? act_scale=None) -> Tensor");
   // CPU kernel variant in use, forcing one, and whether one is supported.

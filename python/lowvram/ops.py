@@ -48,7 +48,8 @@ def qlinear(
 ) -> Tensor:
     """``y = dequant(int8(x) @ qweight^T) (+ bias)`` in ``x``'s dtype."""
     if out is not None:
-        return torch.ops.lowvram.qlinear.out(x, qweight, wscale, bias, act_scale, out=out)
+        torch.ops.lowvram.qlinear.out(x, qweight, wscale, bias, act_scale, out=out)
+        return out
     return torch.ops.lowvram.qlinear(x, qweight, wscale, bias, act_scale)
 
 
@@ -82,6 +83,13 @@ def _check_float(op: str, t: Tensor, arg: str) -> None:
            TypeError)
 
 
+def _check_devices(op: str, ref: Tensor, ref_arg: str, **others) -> None:
+    for arg, t in others.items():
+        if t is not None:
+            _check(t.device == ref.device, op,
+                   f"{arg} must be on the same device as {ref_arg} ({ref.device}), got {t.device}")
+
+
 def _check_weights(op: str, qweight: Tensor, wscale: Tensor) -> Tuple[int, int]:
     _check(qweight.dtype == torch.int8, op, f"qweight must be int8, got {qweight.dtype}", TypeError)
     _check(qweight.dim() == 2, op, f"qweight must be 2-D [N, K], got {qweight.dim()}-D", ValueError)
@@ -96,6 +104,7 @@ def _check_weights(op: str, qweight: Tensor, wscale: Tensor) -> Tuple[int, int]:
 @torch.library.register_fake("lowvram::quantize_int8")
 def _quantize_int8_fake(x, act_scale=None):
     _check_float("quantize_int8", x, "x")
+    _check_devices("quantize_int8", x, "x", act_scale=act_scale)
     _check(x.dim() >= 1, "quantize_int8", "x must have at least 1 dimension [..., K]", ValueError)
     return x.new_empty(x.shape, dtype=torch.int8), x.new_empty(x.shape[:-1], dtype=torch.float32)
 
@@ -115,6 +124,8 @@ def _quantize_weight_fake(w, group_size=-1):
 @torch.library.register_fake("lowvram::qlinear")
 def _qlinear_fake(x, qweight, wscale, bias=None, act_scale=None):
     _check_float("qlinear", x, "x")
+    _check_devices("qlinear", x, "x", qweight=qweight, wscale=wscale, bias=bias,
+                   act_scale=act_scale)
     N, K = _check_weights("qlinear", qweight, wscale)
     torch._check(x.shape[-1] == K,
                  lambda: f"lowvram.qlinear: x's last dimension must be K = {K}, got {x.shape}")
@@ -123,12 +134,14 @@ def _qlinear_fake(x, qweight, wscale, bias=None, act_scale=None):
 
 @torch.library.register_fake("lowvram::qlinear.out")
 def _qlinear_out_fake(x, qweight, wscale, bias=None, act_scale=None, *, out):
-    return out
+    return None
 
 
 @torch.library.register_fake("lowvram::qlinear_grad_input")
 def _qlinear_grad_input_fake(grad_y, qweight, wscale, act_scale=None):
     _check_float("qlinear_grad_input", grad_y, "grad_y")
+    _check_devices("qlinear_grad_input", grad_y, "grad_y", qweight=qweight, wscale=wscale,
+                   act_scale=act_scale)
     N, K = _check_weights("qlinear_grad_input", qweight, wscale)
     torch._check(grad_y.shape[-1] == N, lambda: (
         f"lowvram.qlinear_grad_input: grad_y's last dimension must be N = {N}, "
@@ -147,14 +160,16 @@ def _qlinear_setup_context(ctx, inputs, output):
 
 def _qlinear_backward(ctx, grad):
     qweight, wscale, act_scale = ctx.saved_tensors
-    if ctx.needs_input_grad[2] or ctx.needs_input_grad[4]:
+    # trailing arguments left at their defaults may be missing from needs_input_grad
+    need = tuple(ctx.needs_input_grad) + (False,) * 5
+    if need[2] or need[4]:
         raise RuntimeError(
             "lowvram.qlinear: wscale and act_scale are frozen (no gradient); detach them or "
             "train a float copy (QLinear.to_linear) or LoRA adapters on top")
     grad_x = grad_bias = None
-    if ctx.needs_input_grad[0]:
+    if need[0]:
         grad_x = torch.ops.lowvram.qlinear_grad_input(grad, qweight, wscale, act_scale)
-    if ctx.needs_input_grad[3]:
+    if need[3]:
         grad_bias = grad.reshape(-1, grad.shape[-1]).sum(0, dtype=torch.float32).to(ctx.bias_dtype)
     return grad_x, None, None, grad_bias, None
 

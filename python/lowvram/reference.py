@@ -25,8 +25,11 @@ def _quantize_groups(v: Tensor) -> Tuple[Tensor, Tensor]:
     nonfinite = ~torch.isfinite(absmax)
     tiny = absmax < MIN_ABSMAX
     safe = torch.where(nonfinite | tiny, torch.ones_like(absmax), absmax)
-    scale = safe / 127.0
-    inv = 127.0 / safe
+    # tensor / tensor: torch computes `127.0 / t` as reciprocal(t) * 127 (two
+    # roundings); the contract is one correctly rounded division
+    c127 = torch.full_like(safe, 127.0)
+    scale = safe / c127
+    inv = c127 / safe
     q = torch.round(v * inv.unsqueeze(-1)).clamp_(-127, 127)  # round half to even
     q = torch.where((nonfinite | tiny).unsqueeze(-1), torch.zeros_like(q), q)
     q = torch.nan_to_num(q, nan=0.0)  # rows already zeroed; keeps the int cast defined
