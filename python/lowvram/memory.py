@@ -54,7 +54,7 @@ def footprint(model: nn.Module) -> Footprint:
     """Bytes of every parameter and buffer storage of ``model`` (each storage
     counted once, so tied weights count once), by dtype and by the type of the
     module that owns it."""
-    from .nn import QLinear
+    from .nn import QLinear, is_hf_conv1d
     fp = Footprint()
     seen = set()
     by_dtype: Dict[str, int] = defaultdict(int)
@@ -74,7 +74,7 @@ def footprint(model: nn.Module) -> Footprint:
             by_type[type(mod).__name__] += n
             if isinstance(mod, QLinear) and name in ("qweight", "wscale", "act_scale"):
                 fp.linear_weights += n
-            elif isinstance(mod, nn.Linear) and name == "weight":
+            elif (isinstance(mod, nn.Linear) or is_hf_conv1d(mod)) and name == "weight":
                 fp.linear_weights += n
     fp.by_dtype = dict(by_dtype)
     fp.by_module_type = dict(by_type)

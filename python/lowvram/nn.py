@@ -25,6 +25,23 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """Hugging Face's Conv1D (transformers.pytorch_utils): a Linear whose weight
+    is stored transposed, [in_features, out_features] (GPT-2 family)."""
+    return (type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+            and isinstance(getattr(module, "weight", None), Tensor)
+            and module.weight.dim() == 2 and module.weight.shape[1] == module.nf)
+
+
+def linear_weight(module: nn.Module) -> Optional[Tensor]:
+    """The [out, in] weight of an nn.Linear or a Hugging Face Conv1D, else None."""
+    if isinstance(module, nn.Linear):
+        return module.weight
+    if is_hf_conv1d(module):
+        return module.weight.t()
+    return None
+
+
 class QLinear(nn.Module):
     """int8 dynamic-quantized Linear: ``y = x W^T + b`` with W stored as int8
     codes times float32 scales and x quantized per row on the fly.
@@ -67,17 +84,19 @@ class QLinear(nn.Module):
             self.act_scale = None
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, group_size: int = -1,
+    def from_linear(cls, linear: nn.Module, group_size: int = -1,
                     act_scale: Optional[Tensor] = None) -> "QLinear":
         """Quantizes a float Linear's weight (per output channel, or per group
         of ``group_size`` input columns). With ``act_scale`` [K] (SmoothQuant),
         the module will quantize ``x * act_scale`` and its weight is quantized
         after dividing column k by ``act_scale[k]``, so the product is unchanged
-        in exact arithmetic."""
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"lowvram.QLinear.from_linear: expected an nn.Linear, "
-                            f"got {type(linear).__name__}")
-        w = linear.weight.detach()
+        in exact arithmetic. Hugging Face's ``Conv1D`` (GPT-2's Linear, weight
+        stored [in, out]) is accepted too."""
+        w = linear_weight(linear)
+        if w is None:
+            raise TypeError(f"lowvram.QLinear.from_linear: expected an nn.Linear (or a Hugging "
+                            f"Face Conv1D), got {type(linear).__name__}")
+        w = w.detach()
         if w.dtype not in (torch.float32, torch.bfloat16, torch.float16):
             w = w.float()
         N, K = w.shape

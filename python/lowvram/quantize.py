@@ -2,7 +2,8 @@
 modules by :class:`lowvram.nn.QLinear` in place, as torchao's ``quantize_``
 does, optionally after SmoothQuant calibration.
 
-By default every plain ``nn.Linear`` is replaced except the output head: a
+By default every plain ``nn.Linear`` (and Hugging Face's ``Conv1D``, GPT-2's
+transposed Linear) is replaced except the output head: a
 module named ``lm_head`` or any Linear whose weight is the model's input
 embedding (tied weights), which stay float as the Hugging Face integrations
 of bitsandbytes keep them. Subclasses of Linear that other modules read as
@@ -21,7 +22,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Union
 import torch
 from torch import nn
 
-from .nn import QLinear
+from .nn import QLinear, is_hf_conv1d, linear_weight
 
 FilterFn = Callable[[nn.Module, str], bool]
 
@@ -50,7 +51,7 @@ def default_filter(model: nn.Module) -> FilterFn:
     heads = _output_heads(model)
 
     def keep(module: nn.Module, fqn: str) -> bool:
-        return type(module) is nn.Linear and fqn not in heads
+        return (type(module) is nn.Linear or is_hf_conv1d(module)) and fqn not in heads
 
     return keep
 
@@ -143,7 +144,7 @@ def quantize_(model: nn.Module, filter_fn: Optional[FilterFn] = None, group_size
     if filter_fn is None:
         filter_fn = default_filter(model)
     targets = [(name, m) for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and filter_fn(m, name)]
+               if linear_weight(m) is not None and filter_fn(m, name)]
 
     act_amax: Dict[str, torch.Tensor] = {}
     if smooth is not None:
@@ -161,7 +162,7 @@ def quantize_(model: nn.Module, filter_fn: Optional[FilterFn] = None, group_size
     for name, lin in it:
         a = None
         if smooth is not None and name in act_amax:
-            a = 1.0 / smooth_factors(act_amax[name], lin.weight, float(smooth))
+            a = 1.0 / smooth_factors(act_amax[name], linear_weight(lin), float(smooth))
         q = QLinear.from_linear(lin, group_size=group_size, act_scale=a)
         _set_submodule(model, name, q)
         if verbose:
