@@ -58,6 +58,7 @@ setup(
     "N:M pruning, micro-batch training (C/CUDA kernels behind torch ops)",
     package_dir={"": "python"},
     packages=find_packages("python"),
+    package_data={"lowvram": ["data/*.txt"]},
     ext_modules=[Extension("lowvram._C", sources=[])],
     cmdclass={"build_ext": CMakeBuild},
     python_requires=">=3.10",
