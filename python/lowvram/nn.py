@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from . import ops
+from . import memory, ops
 
 
 def _fmt_bytes(n: int) -> str:
@@ -85,13 +85,17 @@ class QLinear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Module, group_size: int = -1,
-                    act_scale: Optional[Tensor] = None) -> "QLinear":
+                    act_scale: Optional[Tensor] = None,
+                    hugepages: Optional[bool] = None) -> "QLinear":
         """Quantizes a float Linear's weight (per output channel, or per group
         of ``group_size`` input columns). With ``act_scale`` [K] (SmoothQuant),
         the module will quantize ``x * act_scale`` and its weight is quantized
         after dividing column k by ``act_scale[k]``, so the product is unchanged
         in exact arithmetic. Hugging Face's ``Conv1D`` (GPT-2's Linear, weight
-        stored [in, out]) is accepted too."""
+        stored [in, out]) is accepted too.
+
+        ``hugepages``: keep a CPU int8 weight in 2 MiB pages
+        (lowvram.memory.empty_hugepages); default: when it is at least 2 MiB."""
         w = linear_weight(linear)
         if w is None:
             raise TypeError(f"lowvram.QLinear.from_linear: expected an nn.Linear (or a Hugging "
@@ -100,8 +104,10 @@ class QLinear(nn.Module):
         if w.dtype not in (torch.float32, torch.bfloat16, torch.float16):
             w = w.float()
         N, K = w.shape
+        # built on the meta device, then given real tensors: no zero-filled
+        # temporary the size of the weight
         m = cls(K, N, bias=linear.bias is not None, group_size=group_size,
-                smooth=act_scale is not None, device=w.device,
+                smooth=act_scale is not None, device="meta",
                 dtype=linear.bias.dtype if linear.bias is not None else None)
         if act_scale is not None:
             a = act_scale.detach().to(device=w.device, dtype=torch.float32)
@@ -109,12 +115,19 @@ class QLinear(nn.Module):
                 raise ValueError("lowvram.QLinear.from_linear: act_scale must be [K] = "
                                  f"[{K}], finite and > 0, got shape {tuple(a.shape)}")
             w = w.float() / a
-            m.act_scale.copy_(a)
+            m.act_scale = a.clone()
         qw, ws = ops.quantize_weight(w.contiguous(), group_size)
-        m.qweight.copy_(qw)
-        m.wscale.copy_(ws.reshape(m.wscale.shape))
+        if hugepages is None:
+            hugepages = qw.device.type == "cpu" and qw.numel() >= memory.HUGEPAGE
+        if hugepages and qw.device.type == "cpu":
+            qwh = memory.empty_hugepages(qw.shape, torch.int8)
+            qwh.copy_(qw)
+            qw = qwh
+        m.qweight = qw
+        m.wscale = ws.reshape(m.wscale.shape).contiguous()
         if linear.bias is not None:
-            m.bias.data.copy_(linear.bias.detach())
+            m.bias = nn.Parameter(linear.bias.detach().clone(),
+                                  requires_grad=linear.bias.requires_grad)
         return m
 
     def to_linear(self, dtype: torch.dtype = torch.float32) -> nn.Linear:

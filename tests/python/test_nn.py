@@ -307,3 +307,32 @@ def test_hf_llama_compile_generate_and_save(tmp_path):
     fresh.load_state_dict(sd)
     with torch.no_grad():
         assert_same_bits(fresh(input_ids=ids).logits, eager)
+
+
+def _anon_huge_kib():
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("AnonHugePages:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_hugepage_weights():
+    t = lowvram.memory.empty_hugepages((4096, 1024), torch.int8)
+    assert t.shape == (4096, 1024) and t.dtype == torch.int8
+    assert t.data_ptr() % (2 << 20) == 0
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            thp = f.read()
+    except OSError:
+        pytest.skip("no transparent huge pages on this system")
+    if "[never]" in thp or not os.path.exists("/proc/self/smaps_rollup"):
+        pytest.skip("transparent huge pages are off")
+    before = _anon_huge_kib()
+    t.fill_(1)
+    assert _anon_huge_kib() - before >= 2048, "a 4 MiB weight should take huge pages"
+    # QLinear puts weights of >= 2 MiB there by default, small ones in torch's memory
+    big = QLinear.from_linear(nn.Linear(2048, 1024, bias=False))
+    assert big.qweight.data_ptr() % (2 << 20) == 0
+    x = torch.randn(2, 2048)
+    assert_same_bits(big(x), lowvram.ops.qlinear(x, big.qweight.clone(), big.wscale))
