@@ -299,6 +299,9 @@ def test_hf_llama_compile_generate_and_save(tmp_path):
         compiled = torch.compile(model, fullgraph=True)
         torch.testing.assert_close(compiled(input_ids=ids).logits, eager, rtol=1e-5, atol=1e-5)
         gen = model.generate(ids, max_new_tokens=5, do_sample=False)
+        ep = torch.export.export(model, (), {"input_ids": ids, "use_cache": False})
+        assert str(ep.graph).count("lowvram.qlinear") == 14
+        assert_same_bits(ep.module()(input_ids=ids, use_cache=False).logits, eager)
     assert gen.shape == (1, 17)
     # save_pretrained's state dict reloads into a fresh quantized model
     sd = model.state_dict()

@@ -194,6 +194,10 @@ lv_status lv_cuda_qlinear_grad_input(const void *gy, lv_dtype gdt, int64_t ldg,
                                      int64_t N, int64_t K, void *gx, lv_dtype xdt,
                                      int64_t ldgx, void *stream);
 
+/* Which path the last successful lv_cuda_qgemm_int8 on this thread took:
+ * "kernel" (the __dp4a kernels) or "cublaslt" ("" before any). For tests. */
+const char *lv_cuda_qgemm_int8_last_path(void);
+
 /* The last CUDA failure's description on this thread ("" when none). */
 const char *lv_cuda_last_error(void);
 
