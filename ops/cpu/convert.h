@@ -2,7 +2,8 @@
  * ops/cpu/convert.h — scalar float conversions shared by every CPU variant
  * (internal). The rules are common.h's: bf16/f16 -> f32 exact; f32 -> bf16
  * and f32 -> f16 round to nearest even, every NaN -> the canonical quiet NaN
- * of the target (0x7fc0 / 0x7e00), f16 with IEEE subnormals and overflow to
+ * of the target (0x7fc0 / 0x7e00, positive: which NaN operand x86 propagates,
+ * and so its sign, is up to the compiler's operand order), f16 with IEEE subnormals and overflow to
  * infinity. SIMD variants convert whole vectors with the same rules and are
  * tested against these.
  */
@@ -55,7 +56,7 @@ static inline uint16_t lv_f32_to_f16(float f) {
     uint32_t u = lv_f32_bits(f);
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
     uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u); /* NaN */
+    if (a > 0x7f800000u) return 0x7e00u; /* NaN, whatever its sign (which x86 leaves to codegen) */
     if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to >= 65520: inf */
     if (a < 0x38800000u) {
         /* result is an f16 subnormal (or zero): value / 2^-24, rounded to

@@ -78,10 +78,12 @@ lv_status lv_qgemm_int8_rows_ref(const uint8_t *xu, int64_t ldx, const float *xs
             const int8_t *wr = w + n * ldw;
             float t = 0.0f;
             for (int64_t g = 0; g < G; g++) {
-                int32_t acc = 0; /* |partial| <= K * 127 * 128 < 2^31: no overflow */
+                /* |sum| <= K * 127 * 128 < 2^31 for codes in the contract's
+                 * range; int64 keeps even a caller outside it free of UB */
+                int64_t acc = 0;
                 for (int64_t k = g * gs; k < (g + 1) * gs; k++)
-                    acc += ((int32_t)xr[k] - 128) * (int32_t)wr[k];
-                const float p = (float)acc * wscale[n * G + g];
+                    acc += ((int64_t)xr[k] - 128) * (int64_t)wr[k];
+                const float p = (float)(int32_t)acc * wscale[n * G + g];
                 t = g == 0 ? p : t + p;
             }
             float v = t * xscale[m];

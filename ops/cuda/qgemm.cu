@@ -98,7 +98,7 @@ __device__ __forceinline__ uint16_t f32_to_f16(float f) {
     uint32_t u = __float_as_uint(f);
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
     uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);  /* NaN */
+    if (a > 0x7f800000u) return 0x7e00u;  /* NaN: canonical, positive (convert.h) */
     if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to >= 65520: inf */
     if (a < 0x38800000u) {
         /* f16 subnormal or zero: value / 2^-24 rounded to nearest even */

@@ -174,7 +174,9 @@ def test_peak_rss_moves():
         pytest.skip("no /proc/self/status")
     assert lowvram.memory.reset_peak_rss()
     before = lowvram.memory.peak_rss()
-    buf = torch.ones(64 * 1024 * 1024, dtype=torch.uint8)  # 64 MiB, touched
+    # 64 MiB of fresh pages (a new mapping: torch's allocator could reuse freed,
+    # still-resident memory), touched
+    buf = lowvram.memory.empty_hugepages((64 << 20,), torch.uint8).fill_(1)
     after = lowvram.memory.peak_rss()
     del buf
     assert after - before >= 60 * 1024 * 1024

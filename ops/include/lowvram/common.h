@@ -7,7 +7,9 @@
  * bit): bf16 -> f32 and f16 -> f32 are exact; f32 -> bf16 rounds to nearest
  * even and maps every NaN to 0x7fc0 (as c10::BFloat16 does); f32 -> f16
  * rounds to nearest even with IEEE subnormals and overflow to infinity (as
- * F16C's vcvtps2ph with round-to-nearest does).
+ * F16C's vcvtps2ph with round-to-nearest does) and maps every NaN to 0x7e00.
+ * Both NaNs are positive on purpose: when two NaNs meet, which one x86
+ * propagates (and so its sign) depends on the compiler's operand order.
  */
 #ifndef LOWVRAM_COMMON_H
 #define LOWVRAM_COMMON_H

@@ -59,7 +59,8 @@
  *
  * Activation codes reach the CPU product as q + 128 stored in uint8 (the
  * unsigned operand of vpdpbusd); lv_quantize_int8_rows writes that form when
- * asked (offset128 = 1).
+ * asked (offset128 = 1). They must lie in 1..255 (codes -127..127, which is
+ * all quantization produces): the K bound above counts on |q| <= 127.
  *
  * ## Gradient to the input (qlinear_grad_input): lv_qlinear_grad_input_rows
  *
