@@ -30,15 +30,34 @@ static double now(void) {
 __attribute__((target("avx2"))) static uint64_t sum_range(const uint8_t *p, size_t n) {
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
     for (size_t i = 0; i + 128 <= n; i += 128) {
-        a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(p + i)));
-        a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(p + i + 32)));
-        a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(p + i + 64)));
-        a3 = _mm256_add_epi64(a3, _mm256_load_si256((const __m256i *)(p + i + 96)));
+        a0 = _mm256_add_epi64(a0, _mm256_loadu_si256((const __m256i *)(p + i)));
+        a1 = _mm256_add_epi64(a1, _mm256_loadu_si256((const __m256i *)(p + i + 32)));
+        a2 = _mm256_add_epi64(a2, _mm256_loadu_si256((const __m256i *)(p + i + 64)));
+        a3 = _mm256_add_epi64(a3, _mm256_loadu_si256((const __m256i *)(p + i + 96)));
     }
     a0 = _mm256_add_epi64(_mm256_add_epi64(a0, a1), _mm256_add_epi64(a2, a3));
     uint64_t out[4];
     _mm256_storeu_si256((__m256i *)out, a0);
     return out[0] + out[1] + out[2] + out[3];
+}
+
+/* One pass of `threads` threads over [p, p + bytes) (each its contiguous
+ * share), as the memory read alone: the time a kernel streaming the same
+ * bytes cannot beat. Returns seconds. */
+double lv_bench_read_once(const void *p, size_t bytes, int threads) {
+    volatile uint64_t sink = 0;
+    double t0 = now();
+    uint64_t total = 0;
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads();
+        size_t chunk = (bytes / nt) & ~(size_t)127;
+        total += sum_range((const uint8_t *)p + (size_t)t * chunk, chunk);
+    }
+    double dt = now() - t0;
+    sink += total;
+    (void)sink;
+    return dt;
 }
 
 /* Median-free best of `reps` passes over a fresh buffer of `bytes`; GB/s (1e9). */
@@ -69,15 +88,24 @@ double lv_bench_read_gbs(size_t bytes, int threads, int hugepages, int reps) {
     return best;
 }
 
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) static double vnni_loop(long iters) {
-    __m512i acc[12];
-    for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_epi32(i);
+/* Twelve independent accumulators in named registers (an array indexed in a
+ * loop is kept in memory by gcc -O2, which measures stores, not vpdpbusd). */
+__attribute__((target("avx512f,avx512bw,avx512vnni"), noinline)) static double
+vnni_loop(long iters) {
+    __m512i a0 = _mm512_set1_epi32(0), a1 = _mm512_set1_epi32(1), a2 = _mm512_set1_epi32(2),
+            a3 = _mm512_set1_epi32(3), a4 = _mm512_set1_epi32(4), a5 = _mm512_set1_epi32(5),
+            a6 = _mm512_set1_epi32(6), a7 = _mm512_set1_epi32(7), a8 = _mm512_set1_epi32(8),
+            a9 = _mm512_set1_epi32(9), a10 = _mm512_set1_epi32(10), a11 = _mm512_set1_epi32(11);
     const __m512i a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(-2);
-    for (long it = 0; it < iters; it++)
-        for (int i = 0; i < 12; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], a, b);
-    int32_t s = 0;
-    for (int i = 0; i < 12; i++) s += _mm512_reduce_add_epi32(acc[i]);
-    return (double)s;
+    for (long it = 0; it < iters; it++) {
+#define D(r) r = _mm512_dpbusd_epi32(r, a, b)
+        D(a0); D(a1); D(a2); D(a3); D(a4); D(a5); D(a6); D(a7); D(a8); D(a9); D(a10); D(a11);
+#undef D
+    }
+    __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
+                                 _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));
+    s = _mm512_add_epi32(s, _mm512_add_epi32(_mm512_add_epi32(a8, a9), _mm512_add_epi32(a10, a11)));
+    return (double)_mm512_reduce_add_epi32(s);
 }
 
 /* GOP/s (1e9 ops, multiply and add counted separately) of vpdpbusd zmm on

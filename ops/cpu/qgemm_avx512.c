@@ -183,6 +183,10 @@ lv_status lv_quantize_int8_rows_avx512(const void *x, lv_dtype xdt, int64_t ldx,
  * K = 4096, N = 11008; see the measurements in the file header. */
 #define QG_SM 32    /* calls of at most this many rows take the streaming path */
 #define QG_FB 8     /* rows per block, streaming path */
+#ifndef QG_SEQ
+#define QG_SEQ 2    /* blocks of at most this many rows read weight rows one at a time
+                       (measured: faster for 1-2 rows; 4x6 / 8x2 lockstep tiles win above) */
+#endif
 #define QG_FNB 96   /* weight rows per panel, streaming path (a multiple of 2, 3, 4, 6) */
 #define QG_XB 24576 /* bytes of the streaming path's activation copy (stays in L1) */
 #define QG_MR 4     /* activation rows per register tile, blocked path */
@@ -325,6 +329,68 @@ QG_TILE_FN(7, 3, 1)
 QG_TILE_FN(8, 2, 1)
 #undef QG_TILE_FN
 
+/* The row-sequential tile of the streaming path: out[i] = sum over k < len
+ * of q(i, k) * (w(k) + 128) for the MR rows of the block's copy x (signed
+ * codes, stride ldx) and ONE weight row. Weight rows are then read one after
+ * the other, a single sequential stream that the hardware prefetcher follows
+ * at the DRAM bandwidth; several rows read side by side (4 KiB apart) are
+ * several streams, which it does not (measured here: 46 GB/s for six rows in
+ * lockstep against 58 GB/s one row at a time, 2 threads, 2 MiB pages). With
+ * one or two rows the dependent vpdpbusd chains would bound the speed, so the
+ * k range is split over KS accumulators per row. */
+LV_INLINE void qg_rowtile(const uint8_t *x, int64_t ldx, const int8_t *w, int64_t len,
+                          const int MR, const int KS, int32_t *out) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    __m512i acc[QG_FB * 4];
+#pragma GCC unroll 32
+    for (int a = 0; a < MR * KS; a++) acc[a] = _mm512_setzero_si512();
+    int64_t k = 0;
+    for (; k + 64 * KS <= len; k += 64 * KS) {
+#pragma GCC unroll 4
+        for (int c = 0; c < KS; c++) {
+            const __m512i wv = _mm512_xor_si512(_mm512_loadu_si512(w + k + 64 * c), flip);
+#pragma GCC unroll 8
+            for (int i = 0; i < MR; i++)
+                acc[i * KS + c] = _mm512_dpbusd_epi32(
+                    acc[i * KS + c], wv, _mm512_loadu_si512(x + i * ldx + k + 64 * c));
+        }
+    }
+    for (; k < len; k += 64) { /* tail: masked activation bytes load as 0 */
+        const __mmask64 mk = lv512_mask64(len - k);
+        const __m512i wv = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, w + k), flip);
+#pragma GCC unroll 8
+        for (int i = 0; i < MR; i++)
+            acc[i * KS] = _mm512_dpbusd_epi32(acc[i * KS], wv,
+                                              _mm512_maskz_loadu_epi8(mk, x + i * ldx + k));
+    }
+    __m512i sum[QG_FB];
+#pragma GCC unroll 8
+    for (int i = 0; i < MR; i++) {
+        sum[i] = acc[i * KS];
+#pragma GCC unroll 4
+        for (int c = 1; c < KS; c++) sum[i] = _mm512_add_epi32(sum[i], acc[i * KS + c]);
+    }
+    _mm512_storeu_si512(out, qg_hsum16(sum, MR));
+}
+
+typedef void (*qg_rowtile_fn)(const uint8_t *x, int64_t ldx, const int8_t *w, int64_t len,
+                              int32_t *out);
+#define QG_ROWTILE_FN(MR, KS)                                                                \
+    static __attribute__((noinline)) void qg_rowtile_##MR(const uint8_t *x, int64_t ldx,     \
+                                                          const int8_t *w, int64_t len,       \
+                                                          int32_t *out) {                     \
+        qg_rowtile(x, ldx, w, len, MR, KS, out);                                              \
+    }
+QG_ROWTILE_FN(1, 4)
+QG_ROWTILE_FN(2, 4)
+QG_ROWTILE_FN(3, 2)
+QG_ROWTILE_FN(4, 2)
+QG_ROWTILE_FN(5, 1)
+QG_ROWTILE_FN(6, 1)
+QG_ROWTILE_FN(7, 1)
+QG_ROWTILE_FN(8, 1)
+#undef QG_ROWTILE_FN
+
 /* One tile's sums into the block's int32 tile (row stride ld): iacc[i][j]
  * (+)= out[i][j] - 128 * (cs[j] or rs[i]), the correction by the column sums
  * of the weights (blocked path) or the row sums of the codes (streaming
@@ -410,6 +476,26 @@ static void qg_stream_panel(const uint8_t *xq, int64_t ldq, const int32_t *rs, i
     } shapes[QG_FB + 1] = {{NULL, 1},          {qg_tile_1x6_1, 6}, {qg_tile_2x6_1, 6},
                            {qg_tile_3x6_1, 6}, {qg_tile_4x6_1, 6}, {qg_tile_5x4_1, 4},
                            {qg_tile_6x3_1, 3}, {qg_tile_7x3_1, 3}, {qg_tile_8x2_1, 2}};
+    static const qg_rowtile_fn rowtiles[QG_FB + 1] = {
+        NULL,          qg_rowtile_1, qg_rowtile_2, qg_rowtile_3, qg_rowtile_4,
+        qg_rowtile_5, qg_rowtile_6, qg_rowtile_7, qg_rowtile_8};
+    if (mbn <= QG_SEQ) {
+        /* one weight row at a time, in address order (see qg_rowtile) */
+        const __m512i r = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(lv512_mask16(mbn), rs), 7);
+        int32_t out[16], rv[16];
+        _mm512_storeu_si512(rv, r);
+        for (int j = 0; j < nbn; j++) {
+            rowtiles[mbn](xq, ldq, w + j * ldw + kb, len, out);
+            for (int i = 0; i < mbn; i++) {
+                uint32_t *dst = iacc + i * QG_FNB + j;
+                const uint32_t v = (uint32_t)out[i] - (uint32_t)rv[i];
+                *dst = first ? v : *dst + v;
+            }
+        }
+        (void)pf;
+        return;
+    }
+    if (mbn > QG_FB) return; /* never: blocks are at most QG_FB rows */
     const int NR = shapes[mbn].nr;
     for (int nt = 0; nt < nbn; nt += NR) {
         const int nr = nbn - nt < NR ? nbn - nt : NR;
