@@ -164,8 +164,10 @@ def read_alone(lib, methods, threads, repeats):
     return out
 
 
-def run(args):
+def run(args, save):
     lib = build_limits()
+    # torchao-c compiles once per (shape, M): more than dynamo's default limit
+    torch._dynamo.config.recompile_limit = 1024
     threads = args.threads
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"lowvram ISA {lowvram.cpu_isa()}", flush=True)
@@ -175,6 +177,10 @@ def run(args):
               f"{lim['read_gbs_2m']:.1f} GB/s (2 MiB pages); vpdpbusd {lim['vnni_gops']:.0f} GOP/s",
               flush=True)
     rows = []
+    res = {"limits": {str(k): v for k, v in limits.items()}, "rows": rows,
+           "machine": platform.processor() or platform.machine(),
+           "torch": torch.__version__, "isa": lowvram.cpu_isa(),
+           "date": time.strftime("%Y-%m-%d %H:%M")}
     for (K, N) in args.shapes:
         methods = make_methods(K, N, not args.no_torchao)
         for t in threads:
@@ -201,10 +207,8 @@ def run(args):
                                      (K, N, M, t, cold))
                     print(f"K={K} N={N} M={M} t={t} {'cold' if cold else 'hot '}: {line}",
                           flush=True)
-    return {"limits": {str(k): v for k, v in limits.items()}, "rows": rows,
-            "machine": platform.processor() or platform.machine(),
-            "torch": torch.__version__, "isa": lowvram.cpu_isa(),
-            "date": time.strftime("%Y-%m-%d %H:%M")}
+        save(res)  # after every shape: a long run that fails keeps what it measured
+    return res
 
 
 def write_docs(res, md_path, png_path, command):
@@ -312,15 +316,23 @@ def main():
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--no-torchao", action="store_true")
     p.add_argument("--quick", action="store_true", help="4096x11008 only, M 1 and 512, 2 threads")
+    p.add_argument("--from-json", help="rewrite the docs from a saved bench/out/bench_qlinear.json")
     p.add_argument("--md", default=os.path.join(ROOT, "docs", "performance.md"))
     p.add_argument("--png", default=os.path.join(ROOT, "docs", "performance.png"))
     args = p.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            write_docs(json.load(f), args.md, args.png, "python bench/bench_qlinear.py")
+        return
     if args.quick:
         args.shapes, args.ms, args.threads, args.repeats = [(4096, 11008)], [1, 512], [2], 5
-    res = run(args)
     os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, "bench_qlinear.json"), "w") as f:
-        json.dump(res, f, indent=1)
+
+    def save(res):
+        with open(os.path.join(OUT, "bench_qlinear.json"), "w") as f:
+            json.dump(res, f, indent=1)
+
+    res = run(args, save)
     if not args.quick:
         write_docs(res, args.md, args.png, "python bench/bench_qlinear.py " + " ".join(sys.argv[1:]))
         print(f"wrote {args.md} and {args.png}")

@@ -56,6 +56,48 @@ inline at::Tensor rows_2d(const at::Tensor& x, int64_t K) {
   return x2;
 }
 
+// act_scale [K] on ref's device as float32 contiguous, or undefined when absent.
+inline at::Tensor prepare_act_scale(const char* op, const at::Tensor& ref, const char* ref_arg,
+                                    int64_t K, const c10::optional<at::Tensor>& act_scale) {
+  if (!act_scale.has_value() || !act_scale->defined()) return at::Tensor();
+  LV_CHECK_TYPE(at::isFloatingType(act_scale->scalar_type()), op,
+                "act_scale must be a float tensor, got ", act_scale->scalar_type());
+  LV_CHECK_VALUE(act_scale->dim() == 1 && act_scale->size(0) == K, op,
+                 "act_scale must be [K] = [", K, "], got ", act_scale->sizes());
+  check_same_device(*act_scale, ref, op, "act_scale", ref_arg);
+  return act_scale->to(at::kFloat).contiguous();
+}
+
+// x of quantize_int8: a float tensor [..., K] with K >= 1; returns K.
+inline int64_t check_quantize_input(const char* op, const at::Tensor& x) {
+  (void)float_dtype(x, op, "x");
+  LV_CHECK_VALUE(x.dim() >= 1, op, "x must have at least 1 dimension [..., K], got a 0-D tensor");
+  LV_CHECK_VALUE(x.size(-1) > 0, op, "x's last dimension (K) must be >= 1, got x of shape ",
+                 x.sizes());
+  return x.size(-1);
+}
+
+// w and group_size of quantize_weight; returns the kernels' group size (-1:
+// one scale per row, which group_size == K also means).
+inline int64_t check_quantize_weight(const char* op, const at::Tensor& w, int64_t group_size) {
+  (void)float_dtype(w, op, "w");
+  LV_CHECK_VALUE(w.dim() == 2, op, "w must be 2-D [N, K], got ", w.dim(), "-D ", w.sizes());
+  const int64_t N = w.size(0), K = w.size(1);
+  LV_CHECK_VALUE(N > 0 && K > 0, op, "w must not be empty, got ", w.sizes());
+  LV_CHECK_VALUE(group_size == -1 || (group_size > 0 && K % group_size == 0 && group_size % 64 == 0),
+                 op, "group_size must be -1 (per output channel) or a multiple of 64 that divides K = ",
+                 K, ", got ", group_size);
+  return group_size == K ? -1 : group_size;
+}
+
+// quantize_weight's scales: [N], [N, 1] when group_size == K, else [N, K / group_size].
+inline at::Tensor empty_wscale(const at::Tensor& w, int64_t group_size) {
+  const int64_t N = w.size(0), K = w.size(1);
+  auto opt = w.options().dtype(at::kFloat);
+  if (group_size == -1) return at::empty({N}, opt);
+  return at::empty({N, K / group_size}, opt);
+}
+
 // Everything a qlinear / qlinear_grad_input kernel needs, checked.
 struct QLinearArgs {
   int64_t N = 0, K = 0, G = 1, group_size = -1;
@@ -110,14 +152,7 @@ inline QLinearArgs prepare_weights(const char* op, const at::Tensor& ref, const 
     check_same_device(*bias, ref, op, "bias", ref_arg);
     a.bias = bias->to(at::kFloat).contiguous();
   }
-  if (act_scale.has_value() && act_scale->defined()) {
-    LV_CHECK_TYPE(at::isFloatingType(act_scale->scalar_type()), op,
-                  "act_scale must be a float tensor, got ", act_scale->scalar_type());
-    LV_CHECK_VALUE(act_scale->dim() == 1 && act_scale->size(0) == a.K, op,
-                   "act_scale must be [K] = [", a.K, "], got ", act_scale->sizes());
-    check_same_device(*act_scale, ref, op, "act_scale", ref_arg);
-    a.act_scale = act_scale->to(at::kFloat).contiguous();
-  }
+  a.act_scale = prepare_act_scale(op, ref, ref_arg, a.K, act_scale);
   return a;
 }
 
@@ -136,6 +171,28 @@ inline std::vector<int64_t> out_shape(const at::Tensor& x, int64_t n) {
   return s;
 }
 
+// qlinear's arguments, all checked: x [..., K] float, the weights, bias, act_scale.
+inline QLinearArgs prepare_qlinear(const char* op, const at::Tensor& x, const at::Tensor& qweight,
+                                   const at::Tensor& wscale, const c10::optional<at::Tensor>& bias,
+                                   const c10::optional<at::Tensor>& act_scale) {
+  (void)float_dtype(x, op, "x");
+  QLinearArgs a = prepare_weights(op, x, "x", qweight, wscale, bias, act_scale);
+  check_activation(op, x, a.K, "qweight's in-features");
+  return a;
+}
+
+// qlinear_grad_input's arguments: grad_y [..., N] float, the weights, act_scale.
+inline QLinearArgs prepare_grad_input(const char* op, const at::Tensor& grad_y,
+                                      const at::Tensor& qweight, const at::Tensor& wscale,
+                                      const c10::optional<at::Tensor>& act_scale) {
+  (void)float_dtype(grad_y, op, "grad_y");
+  QLinearArgs a = prepare_weights(op, grad_y, "grad_y", qweight, wscale, c10::nullopt, act_scale);
+  LV_CHECK_VALUE(grad_y.dim() >= 1 && grad_y.size(-1) == a.N, op,
+                 "grad_y's last dimension must be N = ", a.N,
+                 " (qweight's out-features), got grad_y of shape ", grad_y.sizes());
+  return a;
+}
+
 // `out` of an .out overload: same device, dtype and shape as the result
 // (never resized: a custom op that resizes its output cannot be functionalized).
 inline void check_out(const char* op, const at::Tensor& out, const at::Tensor& x,
@@ -144,6 +201,21 @@ inline void check_out(const char* op, const at::Tensor& out, const at::Tensor& x
   LV_CHECK_TYPE(out.scalar_type() == x.scalar_type(), op, "out must have x's dtype ",
                 x.scalar_type(), ", got ", out.scalar_type());
   LV_CHECK_VALUE(out.sizes() == shape, op, "out must have shape ", shape, ", got ", out.sizes());
+}
+
+// Runs into(y) on `out` when it is contiguous, else on a temporary copied
+// into `out` (the kernels write rows with a contiguous last dimension).
+template <typename F>
+inline void write_out(const char* op, at::Tensor& out, const at::Tensor& x, at::IntArrayRef shape,
+                      F&& into) {
+  check_out(op, out, x, shape);
+  if (out.is_contiguous()) {
+    into(out);
+  } else {
+    at::Tensor y = at::empty(shape, x.options());
+    into(y);
+    out.copy_(y);
+  }
 }
 
 }  // namespace lowvram

@@ -26,8 +26,6 @@ void quantize_rows(const char* op, const at::Tensor& x2, const at::Tensor& act_s
   const int64_t M = x2.size(0), K = x2.size(1);
   const lv_dtype dt = float_dtype(x2, op, "x");
   const float* as = act_scale.defined() ? act_scale.data_ptr<float>() : nullptr;
-  const int64_t G = group_size > 0 ? K / group_size : 1;
-  (void)G;
   const void* xp = x2.data_ptr();
   const int64_t ldx = M > 1 ? x2.stride(0) : K;
   void* qp = q.data_ptr();
@@ -42,19 +40,8 @@ void quantize_rows(const char* op, const at::Tensor& x2, const at::Tensor& act_s
 std::tuple<at::Tensor, at::Tensor> quantize_int8_cpu(const at::Tensor& x,
                                                      const c10::optional<at::Tensor>& act_scale) {
   const char* op = "quantize_int8";
-  (void)float_dtype(x, op, "x");
-  LV_CHECK_VALUE(x.dim() >= 1, op, "x must have at least 1 dimension [..., K], got a 0-D tensor");
-  const int64_t K = x.size(-1);
-  LV_CHECK_VALUE(K > 0, op, "x's last dimension (K) must be >= 1, got x of shape ", x.sizes());
-  at::Tensor as;
-  if (act_scale.has_value() && act_scale->defined()) {
-    LV_CHECK_TYPE(at::isFloatingType(act_scale->scalar_type()), op,
-                  "act_scale must be a float tensor, got ", act_scale->scalar_type());
-    LV_CHECK_VALUE(act_scale->dim() == 1 && act_scale->size(0) == K, op,
-                   "act_scale must be [K] = [", K, "], got ", act_scale->sizes());
-    check_same_device(*act_scale, x, op, "act_scale", "x");
-    as = act_scale->to(at::kFloat).contiguous();
-  }
+  const int64_t K = check_quantize_input(op, x);
+  at::Tensor as = prepare_act_scale(op, x, "x", K, act_scale);
   at::Tensor x2 = rows_2d(x, K);
   at::Tensor q = at::empty(x.sizes(), x.options().dtype(at::kChar));
   std::vector<int64_t> sshape(x.sizes().begin(), x.sizes().end() - 1);
@@ -65,20 +52,10 @@ std::tuple<at::Tensor, at::Tensor> quantize_int8_cpu(const at::Tensor& x,
 
 std::tuple<at::Tensor, at::Tensor> quantize_weight_cpu(const at::Tensor& w, int64_t group_size) {
   const char* op = "quantize_weight";
-  (void)float_dtype(w, op, "w");
-  LV_CHECK_VALUE(w.dim() == 2, op, "w must be 2-D [N, K], got ", w.dim(), "-D ", w.sizes());
-  const int64_t N = w.size(0), K = w.size(1);
-  LV_CHECK_VALUE(N > 0 && K > 0, op, "w must not be empty, got ", w.sizes());
-  LV_CHECK_VALUE(group_size == -1 || (group_size > 0 && K % group_size == 0 && group_size % 64 == 0),
-                 op, "group_size must be -1 (per output channel) or a multiple of 64 that divides K = ",
-                 K, ", got ", group_size);
-  const int64_t gs = group_size == K ? -1 : group_size;
-  at::Tensor w2 = rows_2d(w, K);
-  at::Tensor q = at::empty({N, K}, w.options().dtype(at::kChar));
-  at::Tensor scale = gs > 0 ? at::empty({N, K / gs}, w.options().dtype(at::kFloat))
-                            : at::empty({N}, w.options().dtype(at::kFloat));
-  if (group_size == K) scale = scale.view({N, 1});
-  quantize_rows(op, w2, at::Tensor(), gs, q, scale, 0);
+  const int64_t gs = check_quantize_weight(op, w, group_size);
+  at::Tensor q = at::empty(w.sizes(), w.options().dtype(at::kChar));
+  at::Tensor scale = empty_wscale(w, group_size);
+  quantize_rows(op, rows_2d(w, w.size(1)), at::Tensor(), gs, q, scale, 0);
   return {q, scale};
 }
 
@@ -124,9 +101,7 @@ at::Tensor qlinear_cpu(const at::Tensor& x, const at::Tensor& qweight, const at:
                        const c10::optional<at::Tensor>& bias,
                        const c10::optional<at::Tensor>& act_scale) {
   const char* op = "qlinear";
-  (void)float_dtype(x, op, "x");
-  QLinearArgs a = prepare_weights(op, x, "x", qweight, wscale, bias, act_scale);
-  check_activation(op, x, a.K, "qweight's in-features");
+  QLinearArgs a = prepare_qlinear(op, x, qweight, wscale, bias, act_scale);
   at::Tensor y = at::empty(out_shape(x, a.N), x.options());
   qlinear_into(op, x, a, y);
   return y;
@@ -136,29 +111,16 @@ void qlinear_out_cpu(const at::Tensor& x, const at::Tensor& qweight, const at::T
                      const c10::optional<at::Tensor>& bias,
                      const c10::optional<at::Tensor>& act_scale, at::Tensor& out) {
   const char* op = "qlinear";
-  (void)float_dtype(x, op, "x");
-  QLinearArgs a = prepare_weights(op, x, "x", qweight, wscale, bias, act_scale);
-  check_activation(op, x, a.K, "qweight's in-features");
-  const auto shape = out_shape(x, a.N);
-  check_out(op, out, x, shape);
-  if (out.is_contiguous()) {
-    qlinear_into(op, x, a, out);
-  } else {
-    at::Tensor y = at::empty(shape, x.options());
-    qlinear_into(op, x, a, y);
-    out.copy_(y);
-  }
+  QLinearArgs a = prepare_qlinear(op, x, qweight, wscale, bias, act_scale);
+  write_out(op, out, x, out_shape(x, a.N), [&](at::Tensor& y) { qlinear_into(op, x, a, y); });
 }
 
 at::Tensor qlinear_grad_input_cpu(const at::Tensor& grad_y, const at::Tensor& qweight,
                                   const at::Tensor& wscale,
                                   const c10::optional<at::Tensor>& act_scale) {
   const char* op = "qlinear_grad_input";
+  QLinearArgs a = prepare_grad_input(op, grad_y, qweight, wscale, act_scale);
   const lv_dtype gdt = float_dtype(grad_y, op, "grad_y");
-  QLinearArgs a = prepare_weights(op, grad_y, "grad_y", qweight, wscale, c10::nullopt, act_scale);
-  LV_CHECK_VALUE(grad_y.dim() >= 1 && grad_y.size(-1) == a.N, op,
-                 "grad_y's last dimension must be N = ", a.N,
-                 " (qweight's out-features), got grad_y of shape ", grad_y.sizes());
   const int64_t N = a.N, K = a.K;
   at::Tensor g2 = rows_2d(grad_y, N);
   const int64_t M = g2.size(0);

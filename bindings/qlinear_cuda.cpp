@@ -26,18 +26,6 @@ void check_cuda_status(lv_status st, const char* op, const char* what) {
 
 void* current_stream() { return static_cast<void*>(at::cuda::getCurrentCUDAStream().stream()); }
 
-// act_scale of quantize_int8: a float [K] tensor on x's device, as float32.
-at::Tensor prepare_act_scale(const char* op, const at::Tensor& x, int64_t K,
-                             const c10::optional<at::Tensor>& act_scale) {
-  if (!act_scale.has_value() || !act_scale->defined()) return at::Tensor();
-  LV_CHECK_TYPE(at::isFloatingType(act_scale->scalar_type()), op,
-                "act_scale must be a float tensor, got ", act_scale->scalar_type());
-  LV_CHECK_VALUE(act_scale->dim() == 1 && act_scale->size(0) == K, op,
-                 "act_scale must be [K] = [", K, "], got ", act_scale->sizes());
-  check_same_device(*act_scale, x, op, "act_scale", "x");
-  return act_scale->to(at::kFloat).contiguous();
-}
-
 // Quantizes rows of x2 [M, K] into int8 codes q (row stride K) and scales.
 void quantize_rows(const char* op, const at::Tensor& x2, const at::Tensor& act_scale,
                    int64_t group_size, at::Tensor& q, at::Tensor& scale) {
@@ -55,11 +43,8 @@ void quantize_rows(const char* op, const at::Tensor& x2, const at::Tensor& act_s
 std::tuple<at::Tensor, at::Tensor> quantize_int8_cuda(const at::Tensor& x,
                                                       const c10::optional<at::Tensor>& act_scale) {
   const char* op = "quantize_int8";
-  (void)float_dtype(x, op, "x");
-  LV_CHECK_VALUE(x.dim() >= 1, op, "x must have at least 1 dimension [..., K], got a 0-D tensor");
-  const int64_t K = x.size(-1);
-  LV_CHECK_VALUE(K > 0, op, "x's last dimension (K) must be >= 1, got x of shape ", x.sizes());
-  at::Tensor as = prepare_act_scale(op, x, K, act_scale);
+  const int64_t K = check_quantize_input(op, x);
+  at::Tensor as = prepare_act_scale(op, x, "x", K, act_scale);
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor x2 = rows_2d(x, K);
   at::Tensor q = at::empty(x.sizes(), x.options().dtype(at::kChar));
@@ -71,22 +56,11 @@ std::tuple<at::Tensor, at::Tensor> quantize_int8_cuda(const at::Tensor& x,
 
 std::tuple<at::Tensor, at::Tensor> quantize_weight_cuda(const at::Tensor& w, int64_t group_size) {
   const char* op = "quantize_weight";
-  (void)float_dtype(w, op, "w");
-  LV_CHECK_VALUE(w.dim() == 2, op, "w must be 2-D [N, K], got ", w.dim(), "-D ", w.sizes());
-  const int64_t N = w.size(0), K = w.size(1);
-  LV_CHECK_VALUE(N > 0 && K > 0, op, "w must not be empty, got ", w.sizes());
-  LV_CHECK_VALUE(group_size == -1 || (group_size > 0 && K % group_size == 0 && group_size % 64 == 0),
-                 op, "group_size must be -1 (per output channel) or a multiple of 64 that divides K = ",
-                 K, ", got ", group_size);
+  const int64_t gs = check_quantize_weight(op, w, group_size);
   const c10::cuda::CUDAGuard guard(w.device());
-  // group_size == K is one group per row: per-channel scales, kept [N, 1].
-  const int64_t gs = group_size == K ? -1 : group_size;
-  at::Tensor w2 = rows_2d(w, K);
-  at::Tensor q = at::empty({N, K}, w.options().dtype(at::kChar));
-  at::Tensor scale = gs > 0 ? at::empty({N, K / gs}, w.options().dtype(at::kFloat))
-                            : at::empty({N}, w.options().dtype(at::kFloat));
-  if (group_size == K) scale = scale.view({N, 1});
-  quantize_rows(op, w2, at::Tensor(), gs, q, scale);
+  at::Tensor q = at::empty(w.sizes(), w.options().dtype(at::kChar));
+  at::Tensor scale = empty_wscale(w, group_size);
+  quantize_rows(op, rows_2d(w, w.size(1)), at::Tensor(), gs, q, scale);
   return {q, scale};
 }
 
@@ -123,9 +97,7 @@ at::Tensor qlinear_cuda(const at::Tensor& x, const at::Tensor& qweight, const at
                         const c10::optional<at::Tensor>& bias,
                         const c10::optional<at::Tensor>& act_scale) {
   const char* op = "qlinear";
-  (void)float_dtype(x, op, "x");
-  QLinearArgs a = prepare_weights(op, x, "x", qweight, wscale, bias, act_scale);
-  check_activation(op, x, a.K, "qweight's in-features");
+  QLinearArgs a = prepare_qlinear(op, x, qweight, wscale, bias, act_scale);
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor y = at::empty(out_shape(x, a.N), x.options());
   qlinear_into(op, x, a, y);
@@ -137,30 +109,17 @@ void qlinear_out_cuda(const at::Tensor& x, const at::Tensor& qweight, const at::
                       const c10::optional<at::Tensor>& bias,
                       const c10::optional<at::Tensor>& act_scale, at::Tensor& out) {
   const char* op = "qlinear";
-  (void)float_dtype(x, op, "x");
-  QLinearArgs a = prepare_weights(op, x, "x", qweight, wscale, bias, act_scale);
-  check_activation(op, x, a.K, "qweight's in-features");
-  const auto shape = out_shape(x, a.N);
-  check_out(op, out, x, shape);
+  QLinearArgs a = prepare_qlinear(op, x, qweight, wscale, bias, act_scale);
   const c10::cuda::CUDAGuard guard(x.device());
-  if (out.is_contiguous()) {
-    qlinear_into(op, x, a, out);
-  } else {
-    at::Tensor y = at::empty(shape, x.options());
-    qlinear_into(op, x, a, y);
-    out.copy_(y);
-  }
+  write_out(op, out, x, out_shape(x, a.N), [&](at::Tensor& y) { qlinear_into(op, x, a, y); });
 }
 
 at::Tensor qlinear_grad_input_cuda(const at::Tensor& grad_y, const at::Tensor& qweight,
                                    const at::Tensor& wscale,
                                    const c10::optional<at::Tensor>& act_scale) {
   const char* op = "qlinear_grad_input";
+  QLinearArgs a = prepare_grad_input(op, grad_y, qweight, wscale, act_scale);
   const lv_dtype gdt = float_dtype(grad_y, op, "grad_y");
-  QLinearArgs a = prepare_weights(op, grad_y, "grad_y", qweight, wscale, c10::nullopt, act_scale);
-  LV_CHECK_VALUE(grad_y.dim() >= 1 && grad_y.size(-1) == a.N, op,
-                 "grad_y's last dimension must be N = ", a.N,
-                 " (qweight's out-features), got grad_y of shape ", grad_y.sizes());
   const c10::cuda::CUDAGuard guard(grad_y.device());
   const int64_t N = a.N, K = a.K;
   at::Tensor g2 = rows_2d(grad_y, N);

@@ -28,7 +28,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "convert.h"
+#include "lowvram/convert.h"
 #include "qgemm_internal.h"
 
 #define LV_INLINE static inline __attribute__((always_inline))

@@ -7,7 +7,7 @@
  */
 #include <math.h>
 
-#include "convert.h"
+#include "lowvram/convert.h"
 #include "qgemm_internal.h"
 
 lv_status lv_quantize_int8_rows_ref(const void *x, lv_dtype xdt, int64_t ldx, int64_t K,

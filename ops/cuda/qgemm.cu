@@ -13,7 +13,7 @@
  * __fdiv_rn, and __fmaf_rn only where the contract names an fmaf) in the
  * contract's order. The target is built with --fmad=false as a second line of
  * defence, and without -ftz, so subnormals behave as on the CPU. Float
- * conversions are integer copies of ops/cpu/convert.h's rules.
+ * conversions are lowvram/convert.h's, compiled for the device.
  *
  * Paths of lv_cuda_qgemm_int8:
  *   - kernel path (any shape, any alignment, any group size): one warp per
@@ -35,6 +35,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "lowvram/convert.h"
 #include "lowvram/qgemm.h"
 #include "../cpu/qgemm_internal.h" /* the CPU kernels' argument checks, shared */
 
@@ -65,73 +66,15 @@ bool valid_dtype(lv_dtype dt) { return dt == LV_F32 || dt == LV_BF16 || dt == LV
 
 bool aligned(const void *p, uintptr_t a) { return ((uintptr_t)p % a) == 0; }
 
-/* ---------------------------------------------------------------------------
- * Float conversions: device copies of ops/cpu/convert.h (same integer logic,
- * so the same bits, NaN canonicalization included).
- * ------------------------------------------------------------------------- */
-
-__device__ __forceinline__ float bf16_to_f32(uint16_t h) {
-    return __uint_as_float((uint32_t)h << 16);
-}
-
-__device__ __forceinline__ uint16_t f32_to_bf16(float f) {
-    uint32_t u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0; /* NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);                    /* round to nearest even */
-    return (uint16_t)(u >> 16);
-}
-
-__device__ __forceinline__ float f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1fu;
-    uint32_t man = h & 0x3ffu;
-    if (exp == 0x1f) return __uint_as_float(sign | 0x7f800000u | (man << 13)); /* inf/NaN */
-    if (exp == 0) {
-        if (man == 0) return __uint_as_float(sign);
-        float v = __fmul_rn(__uint2float_rn(man), 0x1p-24f); /* exact */
-        return sign ? -v : v;
-    }
-    return __uint_as_float(sign | ((exp + 112u) << 23) | (man << 13));
-}
-
-__device__ __forceinline__ uint16_t f32_to_f16(float f) {
-    uint32_t u = __float_as_uint(f);
-    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
-    uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return 0x7e00u;  /* NaN: canonical, positive (convert.h) */
-    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to >= 65520: inf */
-    if (a < 0x38800000u) {
-        /* f16 subnormal or zero: value / 2^-24 rounded to nearest even */
-        if (a < 0x33000000u) return sign;
-        uint32_t e = a >> 23;
-        uint32_t m = (a & 0x7fffffu) | 0x800000u;
-        uint32_t shift = 126u - e;
-        uint32_t q = m >> shift;
-        uint32_t rem = m & ((1u << shift) - 1u);
-        uint32_t half = 1u << (shift - 1u);
-        if (rem > half || (rem == half && (q & 1u))) q++;
-        return (uint16_t)(sign | q);
-    }
-    uint32_t r = a - 0x38000000u;
-    r += 0xfffu + ((r >> 13) & 1u);
-    return (uint16_t)(sign | (r >> 13));
-}
-
-/* Element i (in elements) of a float array of dtype dt, as float32 (exact). */
+/* Float conversions: lowvram/convert.h's, compiled for the device too (one
+ * copy of the rules, so the same bits as the CPU, NaN canonicalization
+ * included). */
 __device__ __forceinline__ float load_f32(const void *p, int dt, int64_t i) {
-    if (dt == LV_BF16) return bf16_to_f32(((const uint16_t *)p)[i]);
-    if (dt == LV_F16) return f16_to_f32(((const uint16_t *)p)[i]);
-    return ((const float *)p)[i];
+    return lv_load_f32(p, (lv_dtype)dt, i);
 }
 
-/* Stores v into element i of an array of dtype dt (rounded to nearest even). */
 __device__ __forceinline__ void store_f32(void *p, int dt, int64_t i, float v) {
-    if (dt == LV_BF16)
-        ((uint16_t *)p)[i] = f32_to_bf16(v);
-    else if (dt == LV_F16)
-        ((uint16_t *)p)[i] = f32_to_f16(v);
-    else
-        ((float *)p)[i] = v;
+    lv_store_f32(p, (lv_dtype)dt, i, v);
 }
 
 /* ---------------------------------------------------------------------------

@@ -22,7 +22,7 @@
 extern "C" {
 #include "lowvram/qgemm.h"
 }
-#include "../../ops/cpu/convert.h"
+#include "lowvram/convert.h"
 
 namespace {
 

@@ -1,35 +1,43 @@
 /*
- * ops/cpu/convert.h — scalar float conversions shared by every CPU variant
- * (internal). The rules are common.h's: bf16/f16 -> f32 exact; f32 -> bf16
+ * lowvram/convert.h — the scalar float conversions of common.h, shared by
+ * the C reference and SIMD variants (ops/cpu), the CUDA kernels (ops/cuda,
+ * where every function is also __device__) and the tests: one copy of the
+ * rules, so every variant gives the same bits. Internal to lowvram. The rules are common.h's: bf16/f16 -> f32 exact; f32 -> bf16
  * and f32 -> f16 round to nearest even, every NaN -> the canonical quiet NaN
  * of the target (0x7fc0 / 0x7e00, positive: which NaN operand x86 propagates,
  * and so its sign, is up to the compiler's operand order), f16 with IEEE subnormals and overflow to
  * infinity. SIMD variants convert whole vectors with the same rules and are
  * tested against these.
  */
-#ifndef LOWVRAM_CPU_CONVERT_H
-#define LOWVRAM_CPU_CONVERT_H
+#ifndef LOWVRAM_CONVERT_H
+#define LOWVRAM_CONVERT_H
 
 #include <stdint.h>
 #include <string.h>
 
 #include "lowvram/common.h"
 
-static inline uint32_t lv_f32_bits(float f) {
+#ifdef __CUDACC__
+#define LV_HOSTDEV __host__ __device__
+#else
+#define LV_HOSTDEV
+#endif
+
+LV_HOSTDEV static inline uint32_t lv_f32_bits(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     return u;
 }
 
-static inline float lv_bits_f32(uint32_t u) {
+LV_HOSTDEV static inline float lv_bits_f32(uint32_t u) {
     float f;
     memcpy(&f, &u, 4);
     return f;
 }
 
-static inline float lv_bf16_to_f32(uint16_t h) { return lv_bits_f32((uint32_t)h << 16); }
+LV_HOSTDEV static inline float lv_bf16_to_f32(uint16_t h) { return lv_bits_f32((uint32_t)h << 16); }
 
-static inline uint16_t lv_f32_to_bf16(float f) {
+LV_HOSTDEV static inline uint16_t lv_f32_to_bf16(float f) {
     uint32_t u = lv_f32_bits(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0; /* NaN */
     /* round to nearest even on the 16 dropped bits; carries into the
@@ -38,7 +46,7 @@ static inline uint16_t lv_f32_to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
-static inline float lv_f16_to_f32(uint16_t h) {
+LV_HOSTDEV static inline float lv_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t exp = (h >> 10) & 0x1fu;
     uint32_t man = h & 0x3ffu;
@@ -52,7 +60,7 @@ static inline float lv_f16_to_f32(uint16_t h) {
     return lv_bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
 }
 
-static inline uint16_t lv_f32_to_f16(float f) {
+LV_HOSTDEV static inline uint16_t lv_f32_to_f16(float f) {
     uint32_t u = lv_f32_bits(f);
     uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
     uint32_t a = u & 0x7fffffffu;
@@ -78,7 +86,7 @@ static inline uint16_t lv_f32_to_f16(float f) {
 }
 
 /* Element i of a float row of dtype dt, as float32 (exact). */
-static inline float lv_load_f32(const void *row, lv_dtype dt, int64_t i) {
+LV_HOSTDEV static inline float lv_load_f32(const void *row, lv_dtype dt, int64_t i) {
     switch (dt) {
     case LV_BF16: return lv_bf16_to_f32(((const uint16_t *)row)[i]);
     case LV_F16: return lv_f16_to_f32(((const uint16_t *)row)[i]);
@@ -87,7 +95,7 @@ static inline float lv_load_f32(const void *row, lv_dtype dt, int64_t i) {
 }
 
 /* Stores v into element i of a row of dtype dt (rounded to nearest even). */
-static inline void lv_store_f32(void *row, lv_dtype dt, int64_t i, float v) {
+LV_HOSTDEV static inline void lv_store_f32(void *row, lv_dtype dt, int64_t i, float v) {
     switch (dt) {
     case LV_BF16: ((uint16_t *)row)[i] = lv_f32_to_bf16(v); break;
     case LV_F16: ((uint16_t *)row)[i] = lv_f32_to_f16(v); break;
@@ -95,4 +103,4 @@ static inline void lv_store_f32(void *row, lv_dtype dt, int64_t i, float v) {
     }
 }
 
-#endif /* LOWVRAM_CPU_CONVERT_H */
+#endif /* LOWVRAM_CONVERT_H */
