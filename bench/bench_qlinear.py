@@ -11,9 +11,11 @@ Methods (each y = x W^T for x [M, K], W [N, K]):
   lowvram         torch.ops.lowvram.qlinear, weights in torch's memory (4 KiB pages)
   lowvram-hp      the same with the int8 weight in 2 MiB pages (lowvram.memory.empty_hugepages)
 
-Timing: median of --repeats calls after a warm-up. "cold": the caches are
-flushed (a 256 MiB buffer is read) before every timed call, so the weights
-come from DRAM; "hot": calls back to back. Cold and hot are both measured
+Timing: median of --repeats calls after a warm-up, the methods interleaved
+(every repeat runs each method once, in turn: this VM's memory bandwidth
+drifts over minutes); methods slower than ~0.3 s a call get fewer repeats
+(>= 3). "cold": the caches are flushed (a 256 MiB buffer is read) before
+every timed call, so the weights come from DRAM; "hot": calls back to back. Cold and hot are both measured
 for M <= 8 (where reading the weights is the cost); larger M are hot only.
 
 Limits, measured in the same run by bench/machine_limits.c: DRAM read
@@ -49,6 +51,7 @@ OUT = os.path.join(HERE, "out")
 SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096), (576, 1536), (1536, 576)]
 MS = [1, 8, 32, 128, 512]
 COLD_MAX_M = 8
+NOTES_MARKER = "<!-- notes: kept when the tables are regenerated -->"
 
 
 def build_limits():
@@ -88,17 +91,33 @@ def flush_caches():
     _FLUSH.sum(dtype=torch.int64)  # reads 256 MiB: L2 and L3 hold none of the weights after
 
 
-def timeit(fn, repeats, cold):
-    fn()  # warm-up (and lazy packing, compilation)
-    fn()
-    times = []
-    for _ in range(repeats):
-        if cold:
-            flush_caches()
+def measure(fns, repeats, cold, read_fns=None):
+    """Median seconds per call of each fn (name -> callable). Every repeat
+    runs every fn once, in turn (interleaved: this VM's memory bandwidth
+    drifts over minutes, so A and B must see the same periods); "cold"
+    flushes the caches before each call. Slow methods get fewer repeats
+    (at least 3) so that none takes more than about a second."""
+    times = {name: [] for name in list(fns) + list(read_fns or {})}
+    reps = {}
+    for name, fn in fns.items():
+        fn()  # warm-up (and lazy packing, compilation)
         t = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        reps[name] = max(3, min(repeats, int(1.0 / max(time.perf_counter() - t, 1e-6))))
+    for name in read_fns or {}:
+        reps[name] = repeats
+    for r in range(repeats):
+        for name, fn in list(fns.items()) + list((read_fns or {}).items()):
+            if r >= reps[name]:
+                continue
+            if cold:
+                flush_caches()
+            t = time.perf_counter()
+            out = fn()
+            dt = time.perf_counter() - t
+            # read_fns time themselves (a C pass over the memory) and return seconds
+            times[name].append(out if name in (read_fns or {}) else dt)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def make_methods(K, N, with_torchao):
@@ -147,20 +166,15 @@ def make_methods(K, N, with_torchao):
     return methods
 
 
-def read_alone(lib, methods, threads, repeats):
-    """Seconds (median, caches flushed before each) to read lowvram's int8
-    weight memory with plain loads: 'read-4k' (torch's allocation) and
-    'read-hp' (the huge-page copy)."""
+def read_alone_fns(lib, methods, threads):
+    """'read-4k' / 'read-hp': one plain pass (C, `threads` threads) over
+    lowvram's int8 weight memory (torch's allocation / the huge-page copy),
+    the time a kernel streaming those bytes cannot beat; each returns seconds."""
     out = {}
     for name, key in (("read-4k", "lowvram"), ("read-hp", "lowvram-hp")):
-        if key not in methods:
-            continue
-        w = methods[key][2]
-        times = []
-        for _ in range(repeats):
-            flush_caches()
-            times.append(lib.lv_bench_read_once(w.data_ptr(), w.numel(), threads))
-        out[name] = statistics.median(times)
+        if key in methods:
+            w = methods[key][2]
+            out[name] = (lambda w=w: lib.lv_bench_read_once(w.data_ptr(), w.numel(), threads))
     return out
 
 
@@ -188,20 +202,16 @@ def run(args, save):
             for M in args.ms:
                 x = torch.randn(M, K)
                 for cold in ([True, False] if M <= COLD_MAX_M else [False]):
-                    if M == 1 and cold:
-                        # the weights' own memory read alone, interleaved with the
-                        # methods: this VM's bandwidth drifts over minutes
-                        for name, t_ in read_alone(lib, methods, t, args.repeats).items():
-                            rows.append({"K": K, "N": N, "M": M, "threads": t, "cold": True,
-                                         "method": name, "ms": t_ * 1e3,
-                                         "weight_bytes": N * K, "gbs": N * K / t_ / 1e9,
-                                         "gops": 0.0})
-                    for name, (build, wbytes, _) in methods.items():
-                        s = timeit(build(x), args.repeats, cold)
-                        row = {"K": K, "N": N, "M": M, "threads": t, "cold": cold,
-                               "method": name, "ms": s * 1e3, "weight_bytes": wbytes,
-                               "gbs": wbytes / s / 1e9, "gops": 2 * M * N * K / s / 1e9}
-                        rows.append(row)
+                    fns = {name: build(x) for name, (build, _, _) in methods.items()}
+                    reads = read_alone_fns(lib, methods, t) if M == 1 and cold else None
+                    med = measure(fns, args.repeats, cold, reads)
+                    for name, sec in med.items():
+                        wbytes = methods[name][1] if name in methods else N * K
+                        rows.append({"K": K, "N": N, "M": M, "threads": t, "cold": cold,
+                                     "method": name, "ms": sec * 1e3, "weight_bytes": wbytes,
+                                     "gbs": wbytes / sec / 1e9,
+                                     "gops": 0.0 if name.startswith("read") else
+                                     2 * M * N * K / sec / 1e9})
                     line = "  ".join(f"{r['method']} {r['ms']:.3f}" for r in rows
                                      if (r["K"], r["N"], r["M"], r["threads"], r["cold"]) ==
                                      (K, N, M, t, cold))
@@ -277,8 +287,15 @@ def write_docs(res, md_path, png_path, command):
                                  f"of qd-onednn")
                 lines.append("- " + "; ".join(parts))
             lines.append("")
+    # hand-written notes below the marker survive a re-run
+    notes = ""
+    if os.path.exists(md_path):
+        with open(md_path) as f:
+            old = f.read()
+        if NOTES_MARKER in old:
+            notes = old[old.index(NOTES_MARKER):]
     with open(md_path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write(("\n".join(lines) + "\n") + ("\n" + notes if notes else ""))
     try:
         import matplotlib
         matplotlib.use("Agg")
