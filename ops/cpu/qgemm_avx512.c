@@ -191,7 +191,7 @@ lv_status lv_quantize_int8_rows_avx512(const void *x, lv_dtype xdt, int64_t ldx,
 #define QG_XB 24576 /* bytes of the streaming path's activation copy (stays in L1) */
 #define QG_MR 4     /* activation rows per register tile, blocked path */
 #define QG_NR 6     /* weight rows per register tile, blocked path: 24 + 4 + 1 zmm */
-#define QG_MB 64    /* activation rows per block, blocked path */
+#define QG_MB 128   /* activation rows per block, blocked path (128 measured 3% over 64) */
 #define QG_NB 48    /* weight rows per panel, blocked path (48 x K bytes stay in L2) */
 #define QG_KC 4096  /* k bytes per chunk, blocked path */
 #define QG_WLD (QG_KC + 64)    /* row stride of the blocked path's weight copy */
