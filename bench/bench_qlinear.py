@@ -11,10 +11,10 @@ Methods (each y = x W^T for x [M, K], W [N, K]):
   lowvram         torch.ops.lowvram.qlinear, weights in torch's memory (4 KiB pages)
   lowvram-hp      the same with the int8 weight in 2 MiB pages (lowvram.memory.empty_hugepages)
 
-Timing: median of --repeats calls after a warm-up, the methods interleaved
-(every repeat runs each method once, in turn: this VM's memory bandwidth
-drifts over minutes); methods slower than ~0.3 s a call get fewer repeats
-(>= 3). "cold": the caches are flushed (a 256 MiB buffer is read) before
+Timing: median of --repeats calls after a warm-up; cold runs interleave the
+methods (every repeat runs each method once, in turn: this VM's memory
+bandwidth drifts over minutes), hot runs call each method back to back;
+methods slower than ~0.3 s a call get fewer repeats (>= 3). "cold": the caches are flushed (a 256 MiB buffer is read) before
 every timed call, so the weights come from DRAM; "hot": calls back to back. Cold and hot are both measured
 for M <= 8 (where reading the weights is the cost); larger M are hot only.
 
@@ -51,6 +51,7 @@ OUT = os.path.join(HERE, "out")
 SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096), (576, 1536), (1536, 576)]
 MS = [1, 8, 32, 128, 512]
 COLD_MAX_M = 8
+COLD_BYTES = 128 << 20  # > 3x this machine's 32 MiB L3: what passes between two uses of a weight
 NOTES_MARKER = "<!-- notes: kept when the tables are regenerated -->"
 
 
@@ -81,54 +82,55 @@ def measure_limits(lib, threads):
     return lim
 
 
-_FLUSH = None
-
-
-def flush_caches():
-    global _FLUSH
-    if _FLUSH is None:
-        _FLUSH = torch.ones(256 << 20, dtype=torch.uint8)
-    _FLUSH.sum(dtype=torch.int64)  # reads 256 MiB: L2 and L3 hold none of the weights after
-
-
-def measure(fns, repeats, cold, read_fns=None):
-    """Median seconds per call of each fn (name -> callable). Every repeat
-    runs every fn once, in turn (interleaved: this VM's memory bandwidth
-    drifts over minutes, so A and B must see the same periods); "cold"
-    flushes the caches before each call. Slow methods get fewer repeats
-    (at least 3) so that none takes more than about a second."""
-    times = {name: [] for name in list(fns) + list(read_fns or {})}
+def measure(fns, repeats, cold, self_timed=("read-4k", "read-hp")):
+    """Median seconds per call of each method (name -> list of callables, one
+    per weight copy). Cold: every repeat runs every method once, in turn,
+    each on its next copy (see make_methods) — interleaved, so that all
+    methods also see the same periods of this VM's drifting memory bandwidth.
+    Hot: each method's first copy back to back, its weights in the caches."""
+    times = {name: [] for name in fns}
     reps = {}
-    for name, fn in fns.items():
-        fn()  # warm-up (and lazy packing, compilation)
+    for name, cs in fns.items():
+        for fn in cs:
+            fn()  # warm-up (and lazy packing, compilation)
         t = time.perf_counter()
-        fn()
+        cs[0]()
         reps[name] = max(3, min(repeats, int(1.0 / max(time.perf_counter() - t, 1e-6))))
-    for name in read_fns or {}:
-        reps[name] = repeats
-    for r in range(repeats):
-        for name, fn in list(fns.items()) + list((read_fns or {}).items()):
-            if r >= reps[name]:
-                continue
-            if cold:
-                flush_caches()
-            t = time.perf_counter()
-            out = fn()
-            dt = time.perf_counter() - t
-            # read_fns time themselves (a C pass over the memory) and return seconds
-            times[name].append(out if name in (read_fns or {}) else dt)
+
+    def once(name, fn):
+        t = time.perf_counter()
+        out = fn()
+        dt = time.perf_counter() - t
+        # the read passes time themselves (C, no Python around the pass)
+        times[name].append(out if name in self_timed else dt)
+
+    every = list(fns.items())
+    if cold:
+        for r in range(repeats):
+            for name, cs in every:
+                if r < reps[name]:
+                    once(name, cs[r % len(cs)])
+    else:
+        for name, cs in every:
+            cs[0]()
+            for _ in range(reps[name]):
+                once(name, cs[0])
     return {name: statistics.median(v) for name, v in times.items()}
 
 
-def make_methods(K, N, with_torchao):
-    """name -> (builder(x_fp32) -> callable, weight bytes, weight tensor or None)."""
-    torch.manual_seed(0)
+def one_copy(K, N, with_torchao, seed, lib):
+    """name -> (builder(x_fp32, threads) -> callable, weight bytes, weight
+    tensor or None) for one set of weights. 'read-4k' / 'read-hp' are plain
+    passes (C) over an int8 tensor of the weight's size in torch's memory
+    (4 KiB pages) / in huge pages: the time a kernel streaming those bytes
+    cannot beat; their callables return their own seconds."""
+    torch.manual_seed(seed)
     lin = nn.Linear(K, N, bias=False)
     w = lin.weight.detach()
     wb = w.to(torch.bfloat16)
     methods = {
-        "fp32": (lambda x: (lambda: F.linear(x, w)), 4 * N * K, w),
-        "bf16": (lambda x: (lambda xb=x.bfloat16(): F.linear(xb, wb)), 2 * N * K, wb),
+        "fp32": (lambda x, t: (lambda: F.linear(x, w)), 4 * N * K, w),
+        "bf16": (lambda x, t: (lambda xb=x.bfloat16(): F.linear(xb, wb)), 2 * N * K, wb),
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -139,7 +141,7 @@ def make_methods(K, N, with_torchao):
             qd = torch.ao.quantization.quantize_dynamic(nn.Sequential(lin), {nn.Linear},
                                                         dtype=torch.qint8)
 
-            def build(x, qd=qd, engine=engine):
+            def build(x, t, qd=qd, engine=engine):
                 def run():
                     torch.backends.quantized.engine = engine
                     return qd(x)
@@ -152,30 +154,40 @@ def make_methods(K, N, with_torchao):
             ao[0].weight.data.copy_(w)
             quantize_(ao, Int8DynamicActivationInt8WeightConfig())
             aoc = torch.compile(ao, fullgraph=True)
-            methods["torchao"] = (lambda x: (lambda: ao(x)), N * K, None)
-            methods["torchao-c"] = (lambda x: (lambda: aoc(x)), N * K, None)
+            methods["torchao"] = (lambda x, t: (lambda: ao(x)), N * K, None)
+            methods["torchao-c"] = (lambda x, t: (lambda: aoc(x)), N * K, None)
         except Exception as e:  # noqa: BLE001 — report and go on without it
             print(f"torchao unavailable: {type(e).__name__}: {e}", file=sys.stderr)
     qw, ws = lowvram.ops.quantize_weight(w)
-    methods["lowvram"] = (lambda x: (lambda: torch.ops.lowvram.qlinear(x, qw, ws)), N * K, qw)
-    if hasattr(lowvram.memory, "empty_hugepages"):
-        qwh = lowvram.memory.empty_hugepages(qw.shape, torch.int8)
-        qwh.copy_(qw)
-        methods["lowvram-hp"] = (lambda x: (lambda: torch.ops.lowvram.qlinear(x, qwh, ws)), N * K,
-                                 qwh)
+    methods["lowvram"] = (lambda x, t: (lambda: torch.ops.lowvram.qlinear(x, qw, ws)), N * K, qw)
+    qwh = lowvram.memory.empty_hugepages(qw.shape, torch.int8)
+    qwh.copy_(qw)
+    methods["lowvram-hp"] = (lambda x, t: (lambda: torch.ops.lowvram.qlinear(x, qwh, ws)), N * K,
+                             qwh)
+    r4 = qw.clone()
+    rh = lowvram.memory.empty_hugepages(qw.shape, torch.int8)
+    rh.copy_(qw)
+    for name, buf in (("read-4k", r4), ("read-hp", rh)):
+        methods[name] = (lambda x, t, b=buf: (lambda: lib.lv_bench_read_once(
+            b.data_ptr(), b.numel(), t)), N * K, buf)
     return methods
 
 
-def read_alone_fns(lib, methods, threads):
-    """'read-4k' / 'read-hp': one plain pass (C, `threads` threads) over
-    lowvram's int8 weight memory (torch's allocation / the huge-page copy),
-    the time a kernel streaming those bytes cannot beat; each returns seconds."""
-    out = {}
-    for name, key in (("read-4k", "lowvram"), ("read-hp", "lowvram-hp")):
-        if key in methods:
-            w = methods[key][2]
-            out[name] = (lambda w=w: lib.lv_bench_read_once(w.data_ptr(), w.numel(), threads))
-    return out
+def make_methods(K, N, with_torchao, lib):
+    """name -> (builders, weight bytes, weight tensors): one builder (and
+    tensor) per copy of the weights. Cold runs rotate through the copies with
+    every method interleaved, so that more than COLD_BYTES of other weights
+    pass between two uses of one: each call reads its weights from DRAM while
+    the code and the small buffers around it stay in the caches, as in a
+    model whose layers' weights together exceed the caches. (Flushing the
+    caches before each call instead would also evict the framework's code and
+    charge its cache misses to every method.)"""
+    first = one_copy(K, N, with_torchao, 0, lib)
+    per_copy = sum(v[1] for v in first.values())
+    copies = max(1, -(-COLD_BYTES // per_copy))
+    rest = [one_copy(K, N, with_torchao, c, lib) for c in range(1, copies)]
+    return {name: ([v[0]] + [r[name][0] for r in rest], v[1], [v[2]] + [r[name][2] for r in rest])
+            for name, v in first.items()}
 
 
 def run(args, save):
@@ -196,17 +208,20 @@ def run(args, save):
            "torch": torch.__version__, "isa": lowvram.cpu_isa(),
            "date": time.strftime("%Y-%m-%d %H:%M")}
     for (K, N) in args.shapes:
-        methods = make_methods(K, N, not args.no_torchao)
+        methods = make_methods(K, N, not args.no_torchao, lib)
         for t in threads:
             torch.set_num_threads(t)
             for M in args.ms:
                 x = torch.randn(M, K)
                 for cold in ([True, False] if M <= COLD_MAX_M else [False]):
-                    fns = {name: build(x) for name, (build, _, _) in methods.items()}
-                    reads = read_alone_fns(lib, methods, t) if M == 1 and cold else None
-                    med = measure(fns, args.repeats, cold, reads)
+                    fns = {name: [b(x, t) for b in builds]
+                           for name, (builds, _, _) in methods.items()
+                           if cold or not name.startswith("read")}
+                    if M > 1:
+                        fns = {k: v for k, v in fns.items() if not k.startswith("read")}
+                    med = measure(fns, args.repeats, cold)
                     for name, sec in med.items():
-                        wbytes = methods[name][1] if name in methods else N * K
+                        wbytes = methods[name][1]
                         rows.append({"K": K, "N": N, "M": M, "threads": t, "cold": cold,
                                      "method": name, "ms": sec * 1e3, "weight_bytes": wbytes,
                                      "gbs": wbytes / sec / 1e9,
