@@ -16,6 +16,7 @@
 extern "C" {
 #include "lowvram/common.h"
 #include "lowvram/qgemm.h"
+#include "lowvram/sparse.h"
 }
 
 namespace lowvram {
@@ -216,6 +217,96 @@ inline void write_out(const char* op, at::Tensor& out, const at::Tensor& x, at::
     into(y);
     out.copy_(y);
   }
+}
+
+// A compressed weight (lowvram/sparse.h): values [N, KV] and mask_bits
+// [N, ceil(K / 8)] uint8 on ref's device. int8 values need wscale [N] or
+// [N, G] (groups of K / G columns, a multiple of 64); float values none.
+struct SparseArgs {
+  int64_t N = 0, K = 0, KV = 0, G = 1, group_size = -1;
+  at::Tensor values;     // [N, KV], stride(1) == 1
+  at::Tensor mask_bits;  // [N, KB] uint8, stride(1) == 1
+  at::Tensor wscale;     // [N, G] float32 contiguous (int8 values only)
+  at::Tensor bias;       // [N] float32 or undefined
+  at::Tensor act_scale;  // [K] float32 or undefined
+};
+
+inline SparseArgs prepare_sparse(const char* op, const at::Tensor& ref, const char* ref_arg,
+                                 int64_t K, const at::Tensor& values, const at::Tensor& mask_bits,
+                                 bool int8, const at::Tensor* wscale,
+                                 const c10::optional<at::Tensor>& bias,
+                                 const c10::optional<at::Tensor>& act_scale) {
+  SparseArgs a;
+  a.K = K;
+  const char* vname = int8 ? "qvalues" : "values";
+  if (int8) {
+    LV_CHECK_TYPE(values.scalar_type() == at::kChar, op, vname, " must be int8, got ",
+                  values.scalar_type());
+  } else {
+    (void)float_dtype(values, op, vname);
+  }
+  LV_CHECK_VALUE(values.dim() == 2, op, vname, " must be 2-D [N, KV], got ", values.dim(),
+                 "-D ", values.sizes());
+  check_same_device(values, ref, op, vname, ref_arg);
+  a.N = values.size(0);
+  a.KV = values.size(1);
+  LV_CHECK_VALUE(a.N > 0, op, vname, " must have at least one row, got ", values.sizes());
+  LV_CHECK_VALUE(K >= 1, op, "K (in-features) must be >= 1, got ", K);
+  LV_CHECK_VALUE(a.KV <= K, op, vname, " keeps more weights per row (", a.KV,
+                 ") than there are columns (K = ", K, ")");
+  if (int8)
+    LV_CHECK_VALUE(K <= LV_QGEMM_K_MAX, op, "K (in-features) must be <= ", LV_QGEMM_K_MAX,
+                   " so that int32 sums are exact, got ", K);
+  a.values = values.stride(-1) == 1 && values.stride(0) >= a.KV ? values : values.contiguous();
+  if (a.KV == 0) a.values = values.contiguous();
+
+  LV_CHECK_TYPE(mask_bits.scalar_type() == at::kByte, op, "mask_bits must be uint8, got ",
+                mask_bits.scalar_type());
+  LV_CHECK_VALUE(mask_bits.dim() == 2 && mask_bits.size(0) == a.N &&
+                     mask_bits.size(1) == lv_mask_row_bytes(K),
+                 op, "mask_bits must be [N, ceil(K / 8)] = [", a.N, ", ", lv_mask_row_bytes(K),
+                 "], got ", mask_bits.sizes());
+  check_same_device(mask_bits, ref, op, "mask_bits", ref_arg);
+  a.mask_bits = mask_bits.stride(1) == 1 ? mask_bits : mask_bits.contiguous();
+
+  if (int8) {
+    const at::Tensor& ws = *wscale;
+    LV_CHECK_TYPE(ws.scalar_type() == at::kFloat, op, "wscale must be float32, got ",
+                  ws.scalar_type());
+    check_same_device(ws, ref, op, "wscale", ref_arg);
+    if (ws.dim() == 1) {
+      LV_CHECK_VALUE(ws.size(0) == a.N, op, "wscale must be [N] = [", a.N, "] or [N, G], got ",
+                     ws.sizes());
+    } else {
+      LV_CHECK_VALUE(ws.dim() == 2 && ws.size(0) == a.N && ws.size(1) >= 1, op,
+                     "wscale must be [N] = [", a.N, "] or [N, G], got ", ws.sizes());
+      a.G = ws.size(1);
+      LV_CHECK_VALUE(K % a.G == 0 && (K / a.G) % 64 == 0, op,
+                     "wscale [N, G] needs groups of K / G columns with K / G a multiple of 64; "
+                     "K = ", K, ", G = ", a.G);
+      if (a.G > 1) a.group_size = K / a.G;
+    }
+    a.wscale = ws.contiguous();
+  }
+  if (bias.has_value() && bias->defined()) {
+    LV_CHECK_TYPE(at::isFloatingType(bias->scalar_type()), op, "bias must be a float tensor, got ",
+                  bias->scalar_type());
+    LV_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == a.N, op, "bias must be [N] = [", a.N,
+                   "], got ", bias->sizes());
+    check_same_device(*bias, ref, op, "bias", ref_arg);
+    a.bias = bias->to(at::kFloat).contiguous();
+  }
+  a.act_scale = prepare_act_scale(op, ref, ref_arg, K, act_scale);
+  return a;
+}
+
+// Raises with the op's name when a sparse kernel found a mask row that does
+// not keep exactly KV weights (LV_E_INVALID after the shape checks above).
+inline void check_sparse_status(lv_status st, const char* op, const char* what, int64_t KV) {
+  LV_CHECK_VALUE(st != LV_E_INVALID, op, "every row of mask_bits must keep exactly KV = ", KV,
+                 " weights (values' row length), and bits past K must be 0: the mask does "
+                 "not match the values");
+  check_status(st, op, what);
 }
 
 }  // namespace lowvram

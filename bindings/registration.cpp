@@ -45,6 +45,20 @@ TORCH_LIBRARY(lowvram, m) {
   m.def("qlinear.out(Tensor x, Tensor qweight, Tensor wscale, Tensor? bias=None, Tensor? act_scale=None, *, Tensor(a!) out) -> ()");
   // grad_y @ dequant(qweight) (* act_scale): qlinear's gradient to x, weights never dequantized.
   m.def("qlinear_grad_input(Tensor grad_y, Tensor qweight, Tensor wscale, Tensor? act_scale=None) -> Tensor");
+  // N:M mask of a score [N, K]: in every m consecutive columns keep the n largest (ties: lower index).
+  m.def("nm_mask(Tensor score, int n, int m) -> Tensor");
+  // Kept values [N, KV] (row order) and bit mask [N, ceil(K/8)] of a weight under a bool mask.
+  m.def("sparse_compress(Tensor w, Tensor mask) -> (Tensor, Tensor)");
+  // The dense [N, K] weight of a compressed one (pruned entries 0).
+  m.def("sparse_decompress(Tensor values, Tensor mask_bits, int K) -> Tensor");
+  // y = x @ W^T (+ bias) with W compressed (float values), reading only the kept weights.
+  m.def("sparse_linear(Tensor x, Tensor values, Tensor mask_bits, Tensor? bias=None) -> Tensor");
+  // qlinear with the int8 weight compressed: the same bits as qlinear on the decompressed weight.
+  m.def("sparse_qlinear(Tensor x, Tensor qvalues, Tensor mask_bits, Tensor wscale, Tensor? bias=None, Tensor? act_scale=None) -> Tensor");
+  // grad_y @ W with W compressed (float values): sparse_linear's gradient to x.
+  m.def("sparse_linear_grad_input(Tensor grad_y, Tensor values, Tensor mask_bits, int K) -> Tensor");
+  // grad_y @ dequant(W) (* act_scale) with W compressed int8: sparse_qlinear's gradient to x.
+  m.def("sparse_qlinear_grad_input(Tensor grad_y, Tensor qvalues, Tensor mask_bits, Tensor wscale, int K, Tensor? act_scale=None) -> Tensor");
   // CPU kernel variant in use, forcing one, and whether one is supported.
   m.def("cpu_isa() -> str", &lowvram::cpu_isa);
   m.def("set_cpu_isa(str isa) -> ()", &lowvram::set_cpu_isa);

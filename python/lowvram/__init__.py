@@ -5,6 +5,9 @@ CUDA kernels behind a minimal C++ shim:
 
 * int8 dynamic-quantized Linear: ``torch.ops.lowvram.qlinear``,
   :class:`lowvram.nn.QLinear`, :func:`lowvram.quantize_`.
+* pruning that really saves memory: N:M masks (``torch.ops.lowvram.nm_mask``),
+  compressed storage and sparse kernels (``sparse_linear``, ``sparse_qlinear``),
+  :class:`lowvram.nn.SparseLinear` / ``SparseQLinear``, :func:`lowvram.prune_`.
 
 Loading this package loads the compiled library (``lowvram/_C*.so``) into
 ``torch.ops.lowvram`` and registers the fake kernels and autograd formulas
@@ -34,6 +37,7 @@ from . import nn  # noqa: E402
 from . import memory  # noqa: E402
 from . import reference  # noqa: E402
 from .quantize import quantize_  # noqa: E402
+from .prune import prune_  # noqa: E402
 from .ops import cpu_isa, set_cpu_isa, cpu_isa_supported  # noqa: E402
 
 __version__ = "0.1.0"
@@ -44,6 +48,7 @@ __all__ = [
     "memory",
     "reference",
     "quantize_",
+    "prune_",
     "cpu_isa",
     "set_cpu_isa",
     "cpu_isa_supported",

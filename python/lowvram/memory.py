@@ -59,7 +59,9 @@ def footprint(model: nn.Module) -> Footprint:
     """Bytes of every parameter and buffer storage of ``model`` (each storage
     counted once, so tied weights count once), by dtype and by the type of the
     module that owns it."""
-    from .nn import QLinear, is_hf_conv1d
+    from .nn import QLinear, SparseLinear, SparseQLinear, is_hf_conv1d
+    quantized = {QLinear: ("qweight", "wscale", "act_scale"), SparseLinear: ("values", "mask_bits"),
+                 SparseQLinear: ("qvalues", "mask_bits", "wscale", "act_scale")}
     fp = Footprint()
     seen = set()
     by_dtype: Dict[str, int] = defaultdict(int)
@@ -77,7 +79,7 @@ def footprint(model: nn.Module) -> Footprint:
             fp.total += n
             by_dtype[str(t.dtype).replace("torch.", "")] += n
             by_type[type(mod).__name__] += n
-            if isinstance(mod, QLinear) and name in ("qweight", "wscale", "act_scale"):
+            if name in quantized.get(type(mod), ()):
                 fp.linear_weights += n
             elif (isinstance(mod, nn.Linear) or is_hf_conv1d(mod)) and name == "weight":
                 fp.linear_weights += n

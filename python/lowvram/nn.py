@@ -166,23 +166,204 @@ class QLinear(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
-        # torch copies across dtypes silently (an int8 buffer would take float
-        # values, truncated): refuse wrong dtypes and shapes with the key's name.
-        expect = {"qweight": (torch.int8, self.qweight.shape),
-                  "wscale": (torch.float32, self.wscale.shape)}
+        _check_state(self, state_dict, prefix, ("qweight", "wscale", "act_scale"),
+                     unexpected_keys, error_msgs)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+
+def _check_state(module: nn.Module, state_dict, prefix: str, names, unexpected_keys,
+                 error_msgs) -> None:
+    """torch copies across dtypes silently (an int8 buffer would take float
+    values, truncated): refuse wrong dtypes and shapes with the key's name,
+    and an act_scale the module was not built with."""
+    cls = type(module).__name__
+    for name in names:
+        mine = getattr(module, name, None)
+        t = state_dict.get(prefix + name)
+        if t is None:
+            continue
+        if mine is None:
+            unexpected_keys.append(prefix + name)
+        elif t.dtype != mine.dtype:
+            error_msgs.append(f"lowvram.{cls}: {prefix}{name} must be {mine.dtype}, got {t.dtype}")
+        elif tuple(t.shape) != tuple(mine.shape):
+            error_msgs.append(f"lowvram.{cls}: {prefix}{name} must have shape "
+                              f"{tuple(mine.shape)}, got {tuple(t.shape)}")
+
+
+def _pattern_str(n: Optional[int], m: Optional[int], kept: int, K: int) -> str:
+    return f"{n}:{m}" if n else f"{100 * (1 - kept / K):.0f}% unstructured"
+
+
+class SparseLinear(nn.Module):
+    """A pruned Linear stored compressed: the kept weights ``values`` [N, KV]
+    (in the weight's float dtype) and a bit mask ``mask_bits`` [N, ceil(K/8)]
+    (lowvram/sparse.h), multiplied by ``torch.ops.lowvram.sparse_linear``,
+    which reads only those bytes. Every row keeps the same number of weights
+    (N:M patterns, or unstructured pruning at a per-row sparsity)."""
+
+    def __init__(self, in_features: int, out_features: int, kept: int, bias: bool = True,
+                 n: Optional[int] = None, m: Optional[int] = None, device=None,
+                 dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        if not 0 <= kept <= in_features:
+            raise ValueError(f"lowvram.SparseLinear: kept must be in [0, in_features = "
+                             f"{in_features}], got {kept}")
+        self.in_features, self.out_features, self.kept = in_features, out_features, kept
+        self.n, self.m = n, m
+        self.register_buffer("values", torch.zeros(out_features, kept, dtype=dtype,
+                                                   device=device))
+        self.register_buffer("mask_bits", torch.zeros(out_features, (in_features + 7) // 8,
+                                                      dtype=torch.uint8, device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype, device=device)) \
+            if bias else None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Module, mask: Tensor, n: Optional[int] = None,
+                    m: Optional[int] = None) -> "SparseLinear":
+        """Compresses a float Linear (or HF Conv1D) under a bool mask [N, K]."""
+        w = linear_weight(linear)
+        if w is None:
+            raise TypeError(f"lowvram.SparseLinear.from_linear: expected an nn.Linear, "
+                            f"got {type(linear).__name__}")
+        w = w.detach().contiguous()
+        N, K = w.shape
+        values, bits = ops.sparse_compress(w, mask.to(w.device))
+        mod = cls(K, N, values.shape[1], bias=linear.bias is not None, n=n, m=m, device="meta",
+                  dtype=w.dtype)
+        mod.values, mod.mask_bits = values, bits
+        if linear.bias is not None:
+            mod.bias = nn.Parameter(linear.bias.detach().clone(),
+                                    requires_grad=linear.bias.requires_grad)
+        return mod
+
+    def dense_weight(self) -> Tensor:
+        """The decompressed [N, K] weight (pruned entries 0)."""
+        return ops.sparse_decompress(self.values, self.mask_bits, self.in_features)
+
+    def to_linear(self) -> nn.Linear:
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                        device=self.values.device, dtype=self.values.dtype)
+        with torch.no_grad():
+            lin.weight.copy_(self.dense_weight())
+            if self.bias is not None:
+                lin.bias.copy_(self.bias)
+        return lin
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.ops.lowvram.sparse_linear(x, self.values, self.mask_bits, self.bias)
+
+    def weight_bytes(self) -> int:
+        return memory.storage_bytes(self.values, self.mask_bits)
+
+    def extra_repr(self) -> str:
+        dense = self.in_features * self.out_features * self.values.element_size()
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, "
+                f"{_pattern_str(self.n, self.m, self.kept, self.in_features)} "
+                f"{str(self.values.dtype).replace('torch.', '')}, weight "
+                f"{_fmt_bytes(self.weight_bytes())} (dense {_fmt_bytes(dense)})")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        _check_state(self, state_dict, prefix, ("values", "mask_bits"), unexpected_keys,
+                     error_msgs)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+
+class SparseQLinear(nn.Module):
+    """A pruned int8 Linear stored compressed: kept int8 codes ``qvalues``
+    [N, KV], ``mask_bits`` and QLinear's ``wscale`` (and ``act_scale``), run by
+    ``torch.ops.lowvram.sparse_qlinear`` — the same bits as QLinear on the
+    decompressed weight, reading 0.625 bytes per weight at 2:4."""
+
+    def __init__(self, in_features: int, out_features: int, kept: int, bias: bool = True,
+                 group_size: int = -1, smooth: bool = False, n: Optional[int] = None,
+                 m: Optional[int] = None, device=None, dtype: Optional[torch.dtype] = None) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.kept = in_features, out_features, kept
+        self.group_size, self.n, self.m = group_size, n, m
+        self.register_buffer("qvalues", torch.zeros(out_features, kept, dtype=torch.int8,
+                                                    device=device))
+        self.register_buffer("mask_bits", torch.zeros(out_features, (in_features + 7) // 8,
+                                                      dtype=torch.uint8, device=device))
+        wshape = (out_features,) if group_size == -1 else (
+            out_features, in_features // group_size)
+        self.register_buffer("wscale", torch.zeros(wshape, dtype=torch.float32, device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, dtype=dtype or torch.float32,
+                                             device=device)) if bias else None
+        if smooth:
+            self.register_buffer("act_scale", torch.ones(in_features, dtype=torch.float32,
+                                                         device=device))
+        else:
+            self.act_scale = None
+
+    @classmethod
+    def from_qlinear(cls, q: "QLinear", mask: Tensor, n: Optional[int] = None,
+                     m: Optional[int] = None) -> "SparseQLinear":
+        """Prunes a QLinear: its int8 codes under a bool mask [N, K], its scales kept."""
+        qvalues, bits = ops.sparse_compress(q.qweight, mask.to(q.qweight.device))
+        mod = cls(q.in_features, q.out_features, qvalues.shape[1], bias=q.bias is not None,
+                  group_size=q.group_size, smooth=q.act_scale is not None, n=n, m=m,
+                  device="meta")
+        mod.qvalues, mod.mask_bits, mod.wscale = qvalues, bits, q.wscale.clone()
+        if q.act_scale is not None:
+            mod.act_scale = q.act_scale.clone()
+        if q.bias is not None:
+            mod.bias = nn.Parameter(q.bias.detach().clone(), requires_grad=q.bias.requires_grad)
+        return mod
+
+    @classmethod
+    def from_sparse_linear(cls, s: SparseLinear, group_size: int = -1,
+                           act_scale: Optional[Tensor] = None) -> "SparseQLinear":
+        """Quantizes a SparseLinear: scales from the kept weights (pruned ones
+        are 0 and never raise a row's absmax), the same mask."""
+        q = QLinear.from_linear(s.to_linear(), group_size=group_size, act_scale=act_scale,
+                                hugepages=False)
+        keep = ops.sparse_decompress(torch.ones_like(s.values, dtype=torch.int8), s.mask_bits,
+                                     s.in_features).bool()
+        return cls.from_qlinear(q, keep, n=s.n, m=s.m)
+
+    def to_qlinear(self) -> "QLinear":
+        """The dense QLinear with the decompressed codes (pruned codes 0)."""
+        q = QLinear(self.in_features, self.out_features, bias=self.bias is not None,
+                    group_size=self.group_size, smooth=self.act_scale is not None,
+                    device="meta")
+        q.qweight = ops.sparse_decompress(self.qvalues, self.mask_bits, self.in_features)
+        q.wscale = self.wscale.clone()
         if self.act_scale is not None:
-            expect["act_scale"] = (torch.float32, self.act_scale.shape)
-        for name, (dtype, shape) in expect.items():
-            t = state_dict.get(prefix + name)
-            if t is None:
-                continue
-            if t.dtype != dtype:
-                error_msgs.append(f"lowvram.QLinear: {prefix}{name} must be {dtype}, "
-                                  f"got {t.dtype}")
-            elif tuple(t.shape) != tuple(shape):
-                error_msgs.append(f"lowvram.QLinear: {prefix}{name} must have shape "
-                                  f"{tuple(shape)}, got {tuple(t.shape)}")
-        if self.act_scale is None and prefix + "act_scale" in state_dict:
-            unexpected_keys.append(prefix + "act_scale")
+            q.act_scale = self.act_scale.clone()
+        if self.bias is not None:
+            q.bias = nn.Parameter(self.bias.detach().clone())
+        return q
+
+    def to_linear(self, dtype: torch.dtype = torch.float32) -> nn.Linear:
+        return self.to_qlinear().to_linear(dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.ops.lowvram.sparse_qlinear(x, self.qvalues, self.mask_bits, self.wscale,
+                                                self.bias, self.act_scale)
+
+    def weight_bytes(self) -> int:
+        t = [self.qvalues, self.mask_bits, self.wscale]
+        if self.act_scale is not None:
+            t.append(self.act_scale)
+        return memory.storage_bytes(*t)
+
+    def extra_repr(self) -> str:
+        g = "per-channel" if self.group_size == -1 else f"group_size={self.group_size}"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, "
+                f"{_pattern_str(self.n, self.m, self.kept, self.in_features)} int8 {g}, weight "
+                f"{_fmt_bytes(self.weight_bytes())} (fp32 "
+                f"{_fmt_bytes(4 * self.in_features * self.out_features)})"
+                + (", smoothed" if self.act_scale is not None else ""))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        _check_state(self, state_dict, prefix, ("qvalues", "mask_bits", "wscale", "act_scale"),
+                     unexpected_keys, error_msgs)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)

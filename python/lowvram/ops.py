@@ -176,3 +176,148 @@ def _qlinear_backward(ctx, grad):
 
 torch.library.register_autograd(
     "lowvram::qlinear", _qlinear_backward, setup_context=_qlinear_setup_context)
+
+
+# ---------------------------------------------------------------- sparse family
+
+
+def nm_mask(score: Tensor, n: int, m: int) -> Tensor:
+    """bool [N, K]: the n largest scores of every m consecutive columns (ties:
+    lower column index); contract in ``lowvram/sparse.h``."""
+    return torch.ops.lowvram.nm_mask(score, n, m)
+
+
+def sparse_compress(w: Tensor, mask: Tensor) -> Tuple[Tensor, Tensor]:
+    """(values [N, KV], mask_bits [N, ceil(K / 8)] uint8) of w [N, K] under a
+    bool mask keeping the same number of weights in every row."""
+    return torch.ops.lowvram.sparse_compress(w, mask)
+
+
+def sparse_decompress(values: Tensor, mask_bits: Tensor, K: int) -> Tensor:
+    """The dense [N, K] weight (pruned entries 0)."""
+    return torch.ops.lowvram.sparse_decompress(values, mask_bits, K)
+
+
+def sparse_linear(x: Tensor, values: Tensor, mask_bits: Tensor,
+                  bias: Optional[Tensor] = None) -> Tensor:
+    """``x @ W^T (+ bias)`` with W compressed (float values)."""
+    return torch.ops.lowvram.sparse_linear(x, values, mask_bits, bias)
+
+
+def sparse_qlinear(x: Tensor, qvalues: Tensor, mask_bits: Tensor, wscale: Tensor,
+                   bias: Optional[Tensor] = None, act_scale: Optional[Tensor] = None) -> Tensor:
+    """qlinear with the int8 weight compressed (the same bits as qlinear on
+    the decompressed weight)."""
+    return torch.ops.lowvram.sparse_qlinear(x, qvalues, mask_bits, wscale, bias, act_scale)
+
+
+def _mask_bits_cols(K) -> int:
+    return (K + 7) // 8
+
+
+@torch.library.register_fake("lowvram::nm_mask")
+def _nm_mask_fake(score, n, m):
+    _check(score.dim() == 2, "nm_mask", f"score must be 2-D [N, K], got {score.dim()}-D",
+           ValueError)
+    return score.new_empty(score.shape, dtype=torch.bool)
+
+
+@torch.library.register_fake("lowvram::sparse_compress")
+def _sparse_compress_fake(w, mask):
+    _check(w.dim() == 2, "sparse_compress", f"w must be 2-D [N, K], got {w.dim()}-D", ValueError)
+    N, K = w.shape
+    ctx = torch.library.get_ctx()
+    kv = ctx.new_dynamic_size()  # how many weights each row keeps is data-dependent
+    return w.new_empty((N, kv)), w.new_empty((N, _mask_bits_cols(K)), dtype=torch.uint8)
+
+
+@torch.library.register_fake("lowvram::sparse_decompress")
+def _sparse_decompress_fake(values, mask_bits, K):
+    return values.new_empty((values.shape[0], K))
+
+
+def _check_sparse(op, ref, ref_arg, values, mask_bits, **others):
+    _check_devices(op, ref, ref_arg, values=values, mask_bits=mask_bits, **others)
+    _check(values.dim() == 2, op, f"values must be 2-D [N, KV], got {values.dim()}-D", ValueError)
+    _check(mask_bits.dtype == torch.uint8, op, f"mask_bits must be uint8, got {mask_bits.dtype}",
+           TypeError)
+
+
+@torch.library.register_fake("lowvram::sparse_linear")
+def _sparse_linear_fake(x, values, mask_bits, bias=None):
+    _check_float("sparse_linear", x, "x")
+    _check_sparse("sparse_linear", x, "x", values, mask_bits, bias=bias)
+    return x.new_empty((*x.shape[:-1], values.shape[0]))
+
+
+@torch.library.register_fake("lowvram::sparse_qlinear")
+def _sparse_qlinear_fake(x, qvalues, mask_bits, wscale, bias=None, act_scale=None):
+    _check_float("sparse_qlinear", x, "x")
+    _check_sparse("sparse_qlinear", x, "x", qvalues, mask_bits, wscale=wscale, bias=bias,
+                  act_scale=act_scale)
+    return x.new_empty((*x.shape[:-1], qvalues.shape[0]))
+
+
+@torch.library.register_fake("lowvram::sparse_linear_grad_input")
+def _sparse_linear_grad_input_fake(grad_y, values, mask_bits, K):
+    _check_float("sparse_linear_grad_input", grad_y, "grad_y")
+    _check_sparse("sparse_linear_grad_input", grad_y, "grad_y", values, mask_bits)
+    return grad_y.new_empty((*grad_y.shape[:-1], K))
+
+
+@torch.library.register_fake("lowvram::sparse_qlinear_grad_input")
+def _sparse_qlinear_grad_input_fake(grad_y, qvalues, mask_bits, wscale, K, act_scale=None):
+    _check_float("sparse_qlinear_grad_input", grad_y, "grad_y")
+    _check_sparse("sparse_qlinear_grad_input", grad_y, "grad_y", qvalues, mask_bits,
+                  wscale=wscale, act_scale=act_scale)
+    return grad_y.new_empty((*grad_y.shape[:-1], K))
+
+
+def _bias_grad(grad, dtype):
+    return grad.reshape(-1, grad.shape[-1]).sum(0, dtype=torch.float32).to(dtype)
+
+
+def _sparse_linear_setup_context(ctx, inputs, output):
+    x, values, mask_bits, bias = (tuple(inputs) + (None,) * 4)[:4]
+    ctx.save_for_backward(values, mask_bits)
+    ctx.K = x.shape[-1]
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _sparse_linear_backward(ctx, grad):
+    values, mask_bits = ctx.saved_tensors
+    need = tuple(ctx.needs_input_grad) + (False,) * 4
+    if need[1]:
+        raise RuntimeError("lowvram.sparse_linear: values are frozen (no gradient); train LoRA "
+                           "adapters on top, or decompress to a float Linear")
+    gx = torch.ops.lowvram.sparse_linear_grad_input(grad, values, mask_bits, ctx.K) if need[0] \
+        else None
+    gb = _bias_grad(grad, ctx.bias_dtype) if need[3] else None
+    return gx, None, None, gb
+
+
+torch.library.register_autograd("lowvram::sparse_linear", _sparse_linear_backward,
+                                setup_context=_sparse_linear_setup_context)
+
+
+def _sparse_qlinear_setup_context(ctx, inputs, output):
+    x, qvalues, mask_bits, wscale, bias, act_scale = (tuple(inputs) + (None,) * 6)[:6]
+    ctx.save_for_backward(qvalues, mask_bits, wscale, act_scale)
+    ctx.K = x.shape[-1]
+    ctx.bias_dtype = None if bias is None else bias.dtype
+
+
+def _sparse_qlinear_backward(ctx, grad):
+    qvalues, mask_bits, wscale, act_scale = ctx.saved_tensors
+    need = tuple(ctx.needs_input_grad) + (False,) * 6
+    if need[3] or need[5]:
+        raise RuntimeError("lowvram.sparse_qlinear: wscale and act_scale are frozen (no "
+                           "gradient); train LoRA adapters on top")
+    gx = torch.ops.lowvram.sparse_qlinear_grad_input(grad, qvalues, mask_bits, wscale, ctx.K,
+                                                      act_scale) if need[0] else None
+    gb = _bias_grad(grad, ctx.bias_dtype) if need[4] else None
+    return gx, None, None, None, gb, None
+
+
+torch.library.register_autograd("lowvram::sparse_qlinear", _sparse_qlinear_backward,
+                                setup_context=_sparse_qlinear_setup_context)

@@ -3,7 +3,8 @@ modules by :class:`lowvram.nn.QLinear` in place, as torchao's ``quantize_``
 does, optionally after SmoothQuant calibration.
 
 By default every plain ``nn.Linear`` (and Hugging Face's ``Conv1D``, GPT-2's
-transposed Linear) is replaced except the output head: a
+transposed Linear, and lowvram's SparseLinear, which becomes SparseQLinear)
+is replaced except the output head: a
 module named ``lm_head`` or any Linear whose weight is the model's input
 embedding (tied weights), which stay float as the Hugging Face integrations
 of bitsandbytes keep them. Subclasses of Linear that other modules read as
@@ -22,7 +23,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, Union
 import torch
 from torch import nn
 
-from .nn import QLinear, is_hf_conv1d, linear_weight
+from .nn import QLinear, SparseLinear, SparseQLinear, is_hf_conv1d, linear_weight
 
 FilterFn = Callable[[nn.Module, str], bool]
 
@@ -51,7 +52,8 @@ def default_filter(model: nn.Module) -> FilterFn:
     heads = _output_heads(model)
 
     def keep(module: nn.Module, fqn: str) -> bool:
-        return (type(module) is nn.Linear or is_hf_conv1d(module)) and fqn not in heads
+        return (type(module) in (nn.Linear, SparseLinear) or is_hf_conv1d(module)) \
+            and fqn not in heads
 
     return keep
 
@@ -144,7 +146,8 @@ def quantize_(model: nn.Module, filter_fn: Optional[FilterFn] = None, group_size
     if filter_fn is None:
         filter_fn = default_filter(model)
     targets = [(name, m) for name, m in model.named_modules()
-               if linear_weight(m) is not None and filter_fn(m, name)]
+               if (linear_weight(m) is not None or isinstance(m, SparseLinear))
+               and filter_fn(m, name)]
 
     act_amax: Dict[str, torch.Tensor] = {}
     if smooth is not None:
@@ -152,7 +155,7 @@ def quantize_(model: nn.Module, filter_fn: Optional[FilterFn] = None, group_size
     elif calib is not None:
         raise ValueError("lowvram.quantize_: calib is only used with smooth=alpha")
 
-    total = sum(m.weight.numel() for _, m in targets)
+    total = sum(m.in_features * m.out_features for _, m in targets)
     if progress is None:
         progress = total >= 50_000_000
     it = targets
@@ -161,9 +164,14 @@ def quantize_(model: nn.Module, filter_fn: Optional[FilterFn] = None, group_size
         it = tqdm(targets, desc="lowvram.quantize_", unit="linear")
     for name, lin in it:
         a = None
+        sparse = isinstance(lin, SparseLinear)
         if smooth is not None and name in act_amax:
-            a = 1.0 / smooth_factors(act_amax[name], linear_weight(lin), float(smooth))
-        q = QLinear.from_linear(lin, group_size=group_size, act_scale=a)
+            w = lin.dense_weight() if sparse else linear_weight(lin)
+            a = 1.0 / smooth_factors(act_amax[name], w, float(smooth))
+        if sparse:  # prune then quantize: scales from the kept weights, same mask
+            q = SparseQLinear.from_sparse_linear(lin, group_size=group_size, act_scale=a)
+        else:
+            q = QLinear.from_linear(lin, group_size=group_size, act_scale=a)
         _set_submodule(model, name, q)
         if verbose:
             print(f"lowvram.quantize_: {name}: {q.extra_repr()}")

@@ -125,3 +125,81 @@ def qlinear_grad_input(grad_y: Tensor, qweight: Tensor, wscale: Tensor,
     if act_scale is not None:
         acc = acc * act_scale.to(torch.float32)
     return acc.to(grad_y.dtype).reshape(*grad_y.shape[:-1], K)
+
+
+# ---------------------------------------------------------------- sparse (lowvram/sparse.h)
+
+
+def nm_mask(score: Tensor, n: int, m: int) -> Tensor:
+    """bool [N, K]: in every m consecutive columns of a row keep the n largest
+    scores; equal scores keep the lower column index first."""
+    N, K = score.shape
+    s = score.to(torch.float32).reshape(N, K // m, m)
+    order = torch.sort(-s, dim=-1, stable=True).indices   # larger first, ties by index
+    keep = torch.zeros(s.shape, dtype=torch.bool, device=score.device)
+    keep.scatter_(-1, order[..., :n], True)
+    return keep.reshape(N, K)
+
+
+def kept_per_row(K: int, sparsity: float) -> int:
+    """KV of unstructured pruning at a per-row sparsity: K - round(K * s),
+    rounding half to even (Python's round)."""
+    return K - round(K * sparsity)
+
+
+def unstructured_mask(score: Tensor, sparsity: float) -> Tensor:
+    """bool [N, K]: per row, the K - round(K * sparsity) largest scores (ties:
+    lower column index first) — Wanda's per-output comparison group."""
+    N, K = score.shape
+    kv = kept_per_row(K, sparsity)
+    order = torch.sort(-score.to(torch.float32), dim=-1, stable=True).indices
+    keep = torch.zeros((N, K), dtype=torch.bool, device=score.device)
+    keep.scatter_(-1, order[:, :kv], True)
+    return keep
+
+
+def pack_mask(keep: Tensor) -> Tensor:
+    """bool [N, K] -> uint8 [N, ceil(K / 8)], bit k % 8 of byte k / 8 (LSB first)."""
+    N, K = keep.shape
+    KB = (K + 7) // 8
+    pad = torch.zeros((N, KB * 8), dtype=torch.uint8, device=keep.device)
+    pad[:, :K] = keep.to(torch.uint8)
+    weights = (1 << torch.arange(8, device=keep.device, dtype=torch.int32))
+    return (pad.reshape(N, KB, 8).to(torch.int32) * weights).sum(-1).to(torch.uint8)
+
+
+def unpack_mask(mask_bits: Tensor, K: int) -> Tensor:
+    """uint8 [N, ceil(K / 8)] -> bool [N, K]."""
+    N, KB = mask_bits.shape
+    shifts = torch.arange(8, device=mask_bits.device, dtype=torch.int32)
+    bits = (mask_bits.to(torch.int32).unsqueeze(-1) >> shifts) & 1
+    return bits.reshape(N, KB * 8)[:, :K].to(torch.bool)
+
+
+def sparse_compress(w: Tensor, keep: Tensor) -> Tuple[Tensor, Tensor]:
+    """(values [N, KV] in row order, mask_bits [N, ceil(K / 8)]) of w under keep."""
+    N, K = w.shape
+    return w[keep].reshape(N, -1), pack_mask(keep)
+
+
+def sparse_decompress(values: Tensor, mask_bits: Tensor, K: int) -> Tensor:
+    """The dense [N, K] weight (pruned entries 0) of a compressed one."""
+    keep = unpack_mask(mask_bits, K)
+    w = torch.zeros((values.shape[0], K), dtype=values.dtype, device=values.device)
+    w[keep] = values.reshape(-1)
+    return w
+
+
+def sparse_qlinear(x: Tensor, qvalues: Tensor, mask_bits: Tensor, wscale: Tensor,
+                   bias: Optional[Tensor] = None, act_scale: Optional[Tensor] = None) -> Tensor:
+    """qlinear on the decompressed int8 weight: the kernels' bits exactly."""
+    return qlinear(x, sparse_decompress(qvalues, mask_bits, x.shape[-1]), wscale, bias, act_scale)
+
+
+def sparse_linear(x: Tensor, values: Tensor, mask_bits: Tensor,
+                  bias: Optional[Tensor] = None) -> Tensor:
+    """x @ W^T (+ bias) with the decompressed weight, computed in x's dtype
+    (use float64 as the oracle of the kernels' float32 sums)."""
+    w = sparse_decompress(values, mask_bits, x.shape[-1]).to(x.dtype)
+    y = x @ w.T
+    return y if bias is None else y + bias.to(x.dtype)
