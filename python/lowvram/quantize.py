@@ -155,7 +155,8 @@ def quantize_(model: nn.Module, filter_fn: Optional[FilterFn] = None, group_size
     elif calib is not None:
         raise ValueError("lowvram.quantize_: calib is only used with smooth=alpha")
 
-    total = sum(m.in_features * m.out_features for _, m in targets)
+    total = sum(m.in_features * m.out_features if isinstance(m, SparseLinear)
+                else linear_weight(m).numel() for _, m in targets)
     if progress is None:
         progress = total >= 50_000_000
     it = targets
