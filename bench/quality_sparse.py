@@ -15,7 +15,8 @@ models of ../shared/README.md:
   forward pass, for dense fp32 / bf16 / int8 / 2:4 / 2:4+int8 /
   FFN channel-pruned (25%), each in a fresh process.
 
-    python bench/quality_sparse.py      # -> bench/out/quality_sparse.md (printed)
+    python bench/quality_sparse.py      # -> bench/out/quality_sparse.{md,json}, docs/pruning.png
+    python bench/quality_sparse.py --plot-only   # redraw docs/pruning.png from the json
 """
 import argparse
 import copy
@@ -100,10 +101,17 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--skip-ppl", action="store_true")
+    p.add_argument("--plot-only", action="store_true")
     a = p.parse_args()
     if a.worker:
         memory_worker(a.worker)
         return
+    json_path = os.path.join(HERE, "out", "quality_sparse.json")
+    if a.plot_only:
+        with open(json_path) as f:
+            plot(json.load(f))
+        return
+    res = {"ppl": [], "cosine": [], "memory": {}}
     out = ["# Pruning: quality and memory", "",
            f"Command: `python bench/quality_sparse.py`; {time.strftime('%Y-%m-%d')}; CPU, "
            f"{torch.get_num_threads()} threads, lowvram ISA `{lowvram.cpu_isa()}`.", ""]
@@ -115,24 +123,30 @@ def main():
         tail = ids[-32768:]
         calib_tail = [tail[i * WINDOW:(i + 1) * WINDOW][None] for i in range(16)]
         base = perplexity(model, ids, WINDOW, N_WINDOWS)
+        dense_q = perplexity(convert(model, 'int8'), ids, WINDOW, N_WINDOWS)
+        res["ppl"].append({"pattern": "dense", "method": "-", "float": base, "int8": dense_q})
         out += [f"## SmolLM2-135M-Instruct perplexity ({N_WINDOWS} x {WINDOW} tokens of "
                 f"tinyshakespeare; Wanda calibrated on {len(calib)} windows of the bundled Alice "
                 f"text)", "", "| pattern | method | float | + int8 |", "|---|---|---|---|",
-                f"| dense | — | {base:.2f} | "
-                f"{perplexity(convert(model, 'int8'), ids, WINDOW, N_WINDOWS):.2f} |"]
+                f"| dense | — | {base:.2f} | {dense_q:.2f} |"]
         print(out[-1], flush=True)
         runs = [(s, meth, c) for s in ("2:4", "4:8", 0.5) for meth, c in
                 (("magnitude", None), ("wanda", calib))]
         runs.append(("2:4", "wanda (shakespeare tail)", calib_tail))
+        runs += [("ffn-25%", "weight norms", None), ("ffn-25%", "activations", calib)]
         for sparsity, meth, c in runs:
             m = copy.deepcopy(model)
-            lowvram.prune_(m, sparsity, method="wanda" if c is not None else "magnitude",
-                           calib=c, progress=False)
+            if sparsity == "ffn-25%":
+                lowvram.prune_channels_(m, ffn=0.25, calib=c)
+            else:
+                lowvram.prune_(m, sparsity, method="wanda" if c is not None else "magnitude",
+                               calib=c, progress=False)
             pf = perplexity(m, ids, WINDOW, N_WINDOWS)
             lowvram.quantize_(m, progress=False)
             pq = perplexity(m, ids, WINDOW, N_WINDOWS)
             label = f"{int(sparsity * 100)}% unstructured" if isinstance(sparsity, float) \
                 else sparsity
+            res["ppl"].append({"pattern": label, "method": meth, "float": pf, "int8": pq})
             out.append(f"| {label} | {meth} | {pf:.2f} | {pq:.2f} |")
             print(out[-1], flush=True)
             del m
@@ -151,19 +165,27 @@ def main():
         out += ["", "## all-MiniLM-L6-v2: embedding cosine to the dense model (min / mean over "
                 f"{len(SENTENCES)} sentences; Wanda calibrated on Alice paragraphs)", "",
                 "| pattern | method | float | + int8 |", "|---|---|---|---|"]
-        for sparsity in ("2:4", "4:8", 0.5):
-            for meth in ("magnitude", "wanda"):
-                m = copy.deepcopy(mini)
+        mruns = [(s, meth) for s in ("2:4", "4:8", 0.5) for meth in ("magnitude", "wanda")]
+        mruns += [("ffn-25%", "weight norms"), ("ffn-25%", "activations")]
+        for sparsity, meth in mruns:
+            m = copy.deepcopy(mini)
+            if sparsity == "ffn-25%":
+                lowvram.prune_channels_(m, ffn=0.25,
+                                        calib=mcalib if meth == "activations" else None)
+            else:
                 lowvram.prune_(m, sparsity, method=meth,
                                calib=mcalib if meth == "wanda" else None, progress=False)
-                cf = (sentence_embeddings(m, mtok, SENTENCES) * ref).sum(-1)
-                lowvram.quantize_(m, progress=False)
-                cq = (sentence_embeddings(m, mtok, SENTENCES) * ref).sum(-1)
-                label = f"{int(sparsity * 100)}% unstructured" if isinstance(sparsity, float) \
-                    else sparsity
-                out.append(f"| {label} | {meth} | {cf.min():.4f} / {cf.mean():.4f} | "
-                           f"{cq.min():.4f} / {cq.mean():.4f} |")
-                print(out[-1], flush=True)
+            cf = (sentence_embeddings(m, mtok, SENTENCES) * ref).sum(-1)
+            lowvram.quantize_(m, progress=False)
+            cq = (sentence_embeddings(m, mtok, SENTENCES) * ref).sum(-1)
+            label = f"{int(sparsity * 100)}% unstructured" if isinstance(sparsity, float) \
+                else sparsity
+            res["cosine"].append({"pattern": label, "method": meth,
+                                  "float": [cf.min().item(), cf.mean().item()],
+                                  "int8": [cq.min().item(), cq.mean().item()]})
+            out.append(f"| {label} | {meth} | {cf.min():.4f} / {cf.mean():.4f} | "
+                       f"{cq.min():.4f} / {cq.mean():.4f} |")
+            print(out[-1], flush=True)
     del model
     gc.collect()
 
@@ -179,6 +201,7 @@ def main():
         rows[kind] = json.loads(line[-1][4:]) if line else \
             {"error": (res.stderr.strip().splitlines() or ["?"])[-1]}
         print(kind, rows[kind], flush=True)
+    res["memory"] = rows
     mib = lambda b: f"{b / 2**20:.1f} MiB"  # noqa: E731
     for kind, r in rows.items():
         if "error" in r:
@@ -191,7 +214,40 @@ def main():
     os.makedirs(os.path.join(HERE, "out"), exist_ok=True)
     with open(os.path.join(HERE, "out", "quality_sparse.md"), "w") as f:
         f.write("\n".join(out) + "\n")
+    with open(json_path, "w") as f:
+        json.dump(res, f, indent=1)
     print("\n".join(out))
+    plot(res)
+
+
+def plot(res, path=os.path.join(ROOT, "docs", "pruning.png")):
+    """Perplexity by pattern/method (float and + int8) beside the Linear bytes."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    if res["ppl"]:
+        labels = [f"{r['pattern']}\n{r['method']}" for r in res["ppl"]]
+        xs = range(len(labels))
+        a1.bar([x - 0.2 for x in xs], [r["float"] for r in res["ppl"]], 0.4, label="float")
+        a1.bar([x + 0.2 for x in xs], [r["int8"] for r in res["ppl"]], 0.4, label="+ int8")
+        a1.set_yscale("log")
+        a1.set_xticks(list(xs), labels, fontsize=7, rotation=30, ha="right")
+        a1.set_ylabel("perplexity (log scale, lower is better)")
+        a1.set_title("SmolLM2-135M on tinyshakespeare (8 x 512 tokens)")
+        a1.legend()
+    mem = {k: v for k, v in res["memory"].items() if "linear" in v}
+    if mem:
+        a2.bar(list(mem), [v["linear"] / 2**20 for v in mem.values()], color="C2")
+        a2.set_ylabel("Linear weights (MiB)")
+        a2.set_title("SmolLM2-135M Linear weight bytes")
+        a2.tick_params(axis="x", labelsize=8, rotation=30)
+        for i, v in enumerate(mem.values()):
+            a2.text(i, v["linear"] / 2**20, f"{v['linear'] / 2**20:.0f}", ha="center",
+                    va="bottom", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
