@@ -38,6 +38,9 @@ from . import memory  # noqa: E402
 from . import reference  # noqa: E402
 from .quantize import quantize_  # noqa: E402
 from .prune import prune_  # noqa: E402
+from .channels import prune_channels_  # noqa: E402
+from . import train  # noqa: E402
+from .train import MicroBatchStep  # noqa: E402
 from .ops import cpu_isa, set_cpu_isa, cpu_isa_supported  # noqa: E402
 
 __version__ = "0.1.0"
@@ -49,6 +52,9 @@ __all__ = [
     "reference",
     "quantize_",
     "prune_",
+    "prune_channels_",
+    "train",
+    "MicroBatchStep",
     "cpu_isa",
     "set_cpu_isa",
     "cpu_isa_supported",
