@@ -50,7 +50,7 @@ lv_status lv_sparse_compress_rows_ref(const void *w, int esz, int64_t ldw, const
         uint8_t *bits = mask_bits + r * ldb;
         memset(bits, 0, (size_t)KB);
         const char *wr = (const char *)w + (size_t)(r * ldw) * (size_t)esz;
-        char *vr = (char *)values + (size_t)(r * ldv) * (size_t)esz;
+        char *vr = KV ? (char *)values + (size_t)(r * ldv) * (size_t)esz : NULL;
         int64_t j = 0;
         for (int64_t k = 0; k < K; k++) {
             if (!keep[r * ldk + k]) continue;
@@ -71,7 +71,7 @@ lv_status lv_sparse_decompress_rows_ref(const void *values, int esz, int64_t ldv
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *bits = mask_bits + r * ldb;
         if (lv_mask_row_count(bits, K) != KV) return LV_E_INVALID;
-        const char *vr = (const char *)values + (size_t)(r * ldv) * (size_t)esz;
+        const char *vr = KV ? (const char *)values + (size_t)(r * ldv) * (size_t)esz : NULL;
         char *wr = (char *)w + (size_t)(r * ldw) * (size_t)esz;
         int64_t j = 0;
         for (int64_t k = 0; k < K; k++) {
@@ -111,7 +111,7 @@ lv_status lv_sparse_qgemm_int8_rows_ref(const uint8_t *xu, int64_t ldx, const fl
         void *yr = (char *)y + (size_t)(m * ldy) * esz;
         for (int64_t n = n0; n < n1; n++) {
             const uint8_t *bits = mask_bits + n * ldb;
-            const int8_t *vr = qvalues + n * ldv;
+            const int8_t *vr = KV ? qvalues + n * ldv : NULL;  /* values may be NULL when KV = 0 */
             int64_t j = 0;
             float t = 0.0f;
             for (int64_t g = 0; g < G; g++) {
@@ -144,7 +144,7 @@ lv_status lv_sparse_gemm_rows_ref(const void *x, lv_dtype xdt, int64_t ldx, cons
         void *yr = (char *)y + (size_t)(m * ldy) * ysz;
         for (int64_t n = n0; n < n1; n++) {
             const uint8_t *bits = mask_bits + n * ldb;
-            const char *vr = (const char *)values + (size_t)(n * ldv) * vsz;
+            const char *vr = KV ? (const char *)values + (size_t)(n * ldv) * vsz : NULL;
             float lane[16] = {0};
             int64_t j = 0;
             for (int64_t k = 0; k < K; k++) {

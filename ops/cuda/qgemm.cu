@@ -37,6 +37,7 @@
 
 #include "lowvram/convert.h"
 #include "lowvram/qgemm.h"
+#include "qgemm_epilogue.cuh" /* the float epilogue, shared with sparse.cu */
 #include "../cpu/qgemm_internal.h" /* the CPU kernels' argument checks, shared */
 
 namespace {
@@ -248,16 +249,13 @@ __global__ void __launch_bounds__(32 * kGemmWarps)
             const float ws = wsr[g];
 #pragma unroll
             for (int r = 0; r < MR; r++) {
-                const float p = __fmul_rn(__int2float_rn(warp_sum(acc[r])), ws);
-                t[r] = g == 0 ? p : __fadd_rn(t[r], p);
+                t[r] = lv_qgemm_combine(t[r], g, lv_qgemm_group_term(warp_sum(acc[r]), ws));
             }
         }
 #pragma unroll
         for (int r = 0; r < MR; r++) {
             if (r < rows && lane == r) {
-                float v = __fmul_rn(t[r], xscale[m0 + r]);
-                if (bias) v = __fadd_rn(v, bias[n]);
-                store_f32(y, ydt, (m0 + r) * ldy + n, v);
+                store_f32(y, ydt, (m0 + r) * ldy + n, lv_qgemm_finish(t[r], xscale[m0 + r], bias, n));
             }
         }
     }
@@ -443,12 +441,10 @@ __global__ void __launch_bounds__(kEpilogueThreads)
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (int64_t)gridDim.x * blockDim.x) {
         const int64_t m = i / N, n = i % N;
-        float t = __fmul_rn(__int2float_rn(prod[i]), wscale[n * G]);
-        for (int64_t g = 1; g < G; g++)
-            t = __fadd_rn(t, __fmul_rn(__int2float_rn(prod[g * total + i]), wscale[n * G + g]));
-        float v = __fmul_rn(t, xscale[m0 + m]);
-        if (bias) v = __fadd_rn(v, bias[n]);
-        store_f32(y, ydt, (m0 + m) * ldy + n, v);
+        float t = 0.0f;
+        for (int64_t g = 0; g < G; g++)
+            t = lv_qgemm_combine(t, g, lv_qgemm_group_term(prod[g * total + i], wscale[n * G + g]));
+        store_f32(y, ydt, (m0 + m) * ldy + n, lv_qgemm_finish(t, xscale[m0 + m], bias, n));
     }
 }
 
