@@ -41,6 +41,8 @@ from .prune import prune_  # noqa: E402
 from .channels import prune_channels_  # noqa: E402
 from . import train  # noqa: E402
 from .train import MicroBatchStep  # noqa: E402
+from . import lora  # noqa: E402
+from .lora import lora_  # noqa: E402  (lowvram.lora.merge_, save_lora, load_lora, ...)
 from .ops import cpu_isa, set_cpu_isa, cpu_isa_supported  # noqa: E402
 
 __version__ = "0.1.0"
@@ -55,6 +57,8 @@ __all__ = [
     "prune_channels_",
     "train",
     "MicroBatchStep",
+    "lora",
+    "lora_",
     "cpu_isa",
     "set_cpu_isa",
     "cpu_isa_supported",
