@@ -59,6 +59,8 @@ TORCH_LIBRARY(lowvram, m) {
   m.def("sparse_linear_grad_input(Tensor grad_y, Tensor values, Tensor mask_bits, int K) -> Tensor");
   // grad_y @ dequant(W) (* act_scale) with W compressed int8: sparse_qlinear's gradient to x.
   m.def("sparse_qlinear_grad_input(Tensor grad_y, Tensor qvalues, Tensor mask_bits, Tensor wscale, int K, Tensor? act_scale=None) -> Tensor");
+  // acc[i] += scale * grads[i] for a whole list (fmaf, one rounding; float32 acc, f32/bf16/f16 grads).
+  m.def("grad_accum_(Tensor(a!)[] acc, Tensor[] grads, float scale) -> ()");
   // CPU kernel variant in use, forcing one, and whether one is supported.
   m.def("cpu_isa() -> str", &lowvram::cpu_isa);
   m.def("set_cpu_isa(str isa) -> ()", &lowvram::set_cpu_isa);

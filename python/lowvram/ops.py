@@ -321,3 +321,46 @@ def _sparse_qlinear_backward(ctx, grad):
 
 torch.library.register_autograd("lowvram::sparse_qlinear", _sparse_qlinear_backward,
                                 setup_context=_sparse_qlinear_setup_context)
+
+
+# ---------------------------------------------------------------- grad_accum_
+# Fused multi-tensor gradient accumulation (contract: lowvram/accum.h):
+# acc[i] = fmaf(scale, float(grads[i]), acc[i]) elementwise, one rounding.
+
+
+def grad_accum_(accs, grads, scale: float) -> None:
+    """``accs[i] += scale * grads[i]`` for whole lists in one call (one
+    parallel region on CPU, one kernel launch on CUDA). ``accs``: float32,
+    contiguous, mutated in place; ``grads``: float32 / bfloat16 / float16 of
+    the same shapes (any strides: strided ones are copied first), all on one
+    device. Each element is ``fmaf(scale, g, acc)``: one rounding, the same
+    bits for any thread count. ``scale`` must be finite (as float32)."""
+    accs, grads = list(accs), list(grads)
+    if not accs and not grads:
+        return  # nothing to dispatch on (an op with no tensors has no device)
+    torch.ops.lowvram.grad_accum_(accs, grads, float(scale))
+
+
+def _grad_accum_fake(acc, grads, scale):
+    op = "grad_accum_"
+    _check(len(acc) == len(grads), op, "acc and grads must be lists of the same length, got "
+           f"{len(acc)} and {len(grads)}", ValueError)
+    _check(scale == scale and abs(scale) <= 3.4028234663852886e38, op,
+           f"scale must be finite (as float32), got {scale}", ValueError)
+    for i, (a, g) in enumerate(zip(acc, grads)):
+        _check(a.dtype == torch.float32, op, f"acc[{i}] must be float32, got {a.dtype}", TypeError)
+        _check(a.device == acc[0].device, op,
+               f"acc[{i}] must be on the same device as acc[0] ({acc[0].device}), got {a.device}")
+        _check(a.is_contiguous(), op, f"acc[{i}] must be contiguous, got strides {a.stride()}",
+               ValueError)
+        _check(g.dtype in _FLOATS, op,
+               f"grads[{i}] must be float32, bfloat16 or float16, got {g.dtype}", TypeError)
+        _check(g.device == acc[0].device, op,
+               f"grads[{i}] must be on the same device as acc[0] ({acc[0].device}), got {g.device}")
+        torch._check(g.shape == a.shape, lambda: (
+            f"lowvram.grad_accum_: grads[{i}] must have acc[{i}]'s shape {list(a.shape)}, "
+            f"got {list(g.shape)}"))
+    return None
+
+
+torch.library.register_fake("lowvram::grad_accum_")(_grad_accum_fake)

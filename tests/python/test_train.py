@@ -8,9 +8,12 @@ peak (VmHWM on CPU) for budgets and checkpointing; a single process's step for
 DDP. Where a naive way exists (per-micro-batch mean losses, bf16 accumulation,
 a forgotten zero_grad), the test shows it fails the same check.
 """
+import functools
 import gc
 import os
 import socket
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -383,8 +386,26 @@ def act_step(seed=0, **kw):
     return model, MicroBatchStep(model, torch.optim.Adam(model.parameters(), lr=1e-3), mse_loss, **kw)
 
 
-needs_vmhwm = pytest.mark.skipif(not memory.reset_peak_rss(),
+_vmhwm_mark = pytest.mark.skipif(not memory.reset_peak_rss(),
                                  reason="/proc/self/clear_refs cannot reset VmHWM here")
+
+
+def needs_vmhwm(fn):
+    """Peaks are the whole process's VmHWM: in a process that already ran
+    hundreds of tests, freed-but-resident heap absorbs new tensors and hides
+    part of a peak. So these tests run alone in a fresh interpreter (pytest on
+    just this test, marked by LOWVRAM_TEST_CHILD), and the parent reports its
+    result."""
+    @functools.wraps(fn)
+    def wrapper():
+        if os.environ.get("LOWVRAM_TEST_CHILD") == fn.__name__:
+            return fn()
+        env = dict(os.environ, LOWVRAM_TEST_CHILD=fn.__name__)
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+                            f"{os.path.abspath(__file__)}::{fn.__name__}"],
+                           env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, (r.stdout[-4000:], r.stderr[-2000:])
+    return _vmhwm_mark(wrapper)
 
 
 @needs_vmhwm
