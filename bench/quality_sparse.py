@@ -195,11 +195,11 @@ def main():
             "|---|---|---|---|---|---|"]
     rows = {}
     for kind in ("fp32", "bf16", "int8", "2:4", "2:4+int8", "ffn-25%", "ffn-25%+int8"):
-        res = subprocess.run([sys.executable, __file__, "--worker", kind], capture_output=True,
-                             text=True)
-        line = [ln for ln in res.stdout.splitlines() if ln.startswith("ROW ")]
+        proc = subprocess.run([sys.executable, __file__, "--worker", kind],
+                              capture_output=True, text=True)
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("ROW ")]
         rows[kind] = json.loads(line[-1][4:]) if line else \
-            {"error": (res.stderr.strip().splitlines() or ["?"])[-1]}
+            {"error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
         print(kind, rows[kind], flush=True)
     res["memory"] = rows
     mib = lambda b: f"{b / 2**20:.1f} MiB"  # noqa: E731
