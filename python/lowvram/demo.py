@@ -23,6 +23,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEXT = os.path.join(HERE, "data", "alice.txt")
+CALIB = os.path.join(HERE, "data", "pride.txt")  # a different text: Wanda's calibration
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPT = "The three levers for running big models on small machines are"
 
@@ -85,8 +86,9 @@ def _median_time(fn, repeats=3):
 
 
 @torch.no_grad()
-def worker(kind: str, quantized: bool, new_tokens: int, compile_: bool) -> dict:
-    """Loads, optionally quantizes, then measures; returns the row as a dict."""
+def worker(kind: str, variant: str, new_tokens: int, compile_: bool) -> dict:
+    """Loads, converts ("float", "int8", or "2:4+int8": Wanda 2:4 pruning
+    calibrated on a different text, then int8), measures; returns the row."""
     import lowvram
     from lowvram.evaluate import perplexity
     from lowvram.memory import footprint, peak_rss, reset_peak_rss
@@ -95,6 +97,12 @@ def worker(kind: str, quantized: bool, new_tokens: int, compile_: bool) -> dict:
     from lowvram.memory import rss
     base = rss()
     model, tok, desc = load_model(kind)
+    quantized = variant != "float"
+    if variant == "2:4+int8":
+        with open(CALIB, encoding="utf-8") as f:
+            cids = tok(f.read(), return_tensors="pt").input_ids[0]
+        calib = [cids[i:i + 256][None] for i in range(0, max(1, cids.numel() - 128), 256)]
+        lowvram.prune_(model, "2:4", method="wanda", calib=calib, progress=False)
     if quantized:
         lowvram.quantize_(model, progress=False)
     gc.collect()
@@ -140,7 +148,7 @@ def worker(kind: str, quantized: bool, new_tokens: int, compile_: bool) -> dict:
 
 
 def _fmt_mib(n):
-    return "n/a" if n is None else f"{n / 2**20:.1f} MiB"
+    return "n/a" if n is None else f"{n / 2**20:.0f}M"
 
 
 def main(argv=None) -> int:
@@ -148,19 +156,19 @@ def main(argv=None) -> int:
     p.add_argument("--model", choices=["auto", "smollm2", "tiny"], default="auto")
     p.add_argument("--tokens", type=int, default=12, help="tokens to generate at the end")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile generation")
-    p.add_argument("--worker", choices=["float", "int8"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["float", "int8", "2:4+int8"], help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     kind = a.model
     if kind == "auto":
         kind = "smollm2" if _smollm2_dir() and importlib.util.find_spec("gguf") else "tiny"
 
     if a.worker:
-        row = worker(kind, a.worker == "int8", a.tokens, not a.no_compile)
+        row = worker(kind, a.worker, a.tokens, not a.no_compile and a.worker == "int8")
         print("LOWVRAM_ROW " + json.dumps(row))
         return 0
 
     rows = {}
-    for name in ("float", "int8"):
+    for name in ("float", "int8", "2:4+int8"):
         print(f"lowvram demo: measuring {name} ({kind}) in a fresh process ...", flush=True)
         cmd = [sys.executable, "-m", "lowvram", "demo", "--model", kind, "--worker", name,
                "--tokens", str(a.tokens)] + (["--no-compile"] if a.no_compile else [])
@@ -172,24 +180,26 @@ def main(argv=None) -> int:
             return 1
         rows[name] = json.loads(line[-1][len("LOWVRAM_ROW "):])
 
-    f, q = rows["float"], rows["int8"]
-    print(f"\nmodel: {f['desc']}; CPU, {f['threads']} threads; "
-          f"perplexity on the bundled text (one window)")
-    hdr = f"{'':24}{'float32':>16}{'lowvram int8':>16}{'ratio':>10}"
+    f, q, sq = rows["float"], rows["int8"], rows["2:4+int8"]
+    print(f"\nmodel: {f['desc']}; CPU, {f['threads']} threads; perplexity on the bundled text "
+          f"(one window); 2:4 = Wanda pruning calibrated on another bundled text")
+    hdr = f"{'':24}{'float32':>14}{'lowvram int8':>14}{'2:4 + int8':>14}"
     print(hdr)
     print("-" * len(hdr))
 
-    def line(label, fv, qv, fmt, ratio=True):
-        r = f"{qv / fv:.2f}x" if ratio and fv else ""
-        print(f"{label:24}{fmt(fv):>16}{fmt(qv):>16}{r:>10}")
+    def line(label, key, fmt, ratio=True):
+        vals = [r[key] or 0 for r in (f, q, sq)]
+        cells = [fmt(vals[0])] + [fmt(v) + (f" {v / vals[0]:.2f}x" if ratio and vals[0] else "")
+                                  for v in vals[1:]]
+        print(f"{label:24}" + "".join(f"{c:>14}" for c in cells))
 
-    line("Linear weights", f["linear_bytes"], q["linear_bytes"], _fmt_mib)
-    line("all params + buffers", f["total_bytes"], q["total_bytes"], _fmt_mib)
-    line("RSS before loading", f["base_rss"] or 0, q["base_rss"] or 0, _fmt_mib, ratio=False)
-    line("peak RSS while running", f["peak_rss"] or 0, q["peak_rss"] or 0, _fmt_mib)
-    line("prefill tokens/s (128)", f["prefill_tps"], q["prefill_tps"], lambda v: f"{v:.1f}")
-    line("decode tokens/s", f["decode_tps"], q["decode_tps"], lambda v: f"{v:.1f}")
-    line("perplexity", f["ppl"], q["ppl"], lambda v: f"{v:.3f}")
+    line("Linear weights", "linear_bytes", _fmt_mib)
+    line("all params + buffers", "total_bytes", _fmt_mib)
+    line("RSS before loading", "base_rss", _fmt_mib, ratio=False)
+    line("peak RSS while running", "peak_rss", _fmt_mib)
+    line("prefill tokens/s (128)", "prefill_tps", lambda v: f"{v:.1f}")
+    line("decode tokens/s", "decode_tps", lambda v: f"{v:.1f}")
+    line("perplexity", "ppl", lambda v: f"{v:.2f}")
     if "generated" in q:
         print(f"\nint8 + torch.compile(fullgraph=True), greedy, "
               f"{q['compile_generate_s']:.0f} s including compilation:\n  {q['generated']!r}")
