@@ -11,6 +11,7 @@ Alice's Adventures in Wonderland, 1865). It ends by generating a few tokens
 with the quantized model under torch.compile(fullgraph=True).
 """
 import argparse
+import gc
 import importlib.util
 import json
 import os
@@ -147,6 +148,48 @@ def worker(kind: str, variant: str, new_tokens: int, compile_: bool) -> dict:
     return row
 
 
+def train_worker(kind: str, steps: int = 2, n_rows: int = 4, seq: int = 64) -> dict:
+    """int8 base + LoRA, micro-batched under a memory budget: a few optimizer
+    steps on `n_rows` sequences of `seq` tokens of the bundled text, token-level loss
+    as (sum, count) so the micro-batches weigh every token equally."""
+    import lowvram
+    import torch.nn.functional as F
+    from lowvram.memory import rss
+    from lowvram.train import MicroBatchStep
+
+    model, tok, desc = load_model(kind)
+    lowvram.quantize_(model, progress=False)
+    lowvram.lora_(model, rank=8, alpha=16)
+    model.train()
+    with open(TEXT, encoding="utf-8") as f:
+        ids = tok(f.read(), return_tensors="pt").input_ids[0]
+    seq = min(seq, ids.numel() // n_rows)
+    batch = {"input_ids": ids[:n_rows * seq].view(n_rows, seq)}
+
+    def loss_fn(m, mb):
+        x = mb["input_ids"]
+        logits = m(input_ids=x, use_cache=False).logits[:, :-1]
+        y = x[:, 1:]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1),
+                               reduction="sum"), y.numel()
+
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    gc.collect()
+    _malloc_trim()
+    # A budget this process can meet only by splitting the batch: what is resident
+    # now plus 512 MiB for activations, gradients and the optimizer's state.
+    budget = (rss() or 0) + 512 * 2**20
+    step = MicroBatchStep(model, opt, loss_fn, micro_batch_size="auto", budget=budget)
+    rows = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        out = step(batch)
+        rows.append({"loss": out.loss, "mbs": list(out.micro_batch_sizes),
+                     "peak": out.peak_bytes, "s": time.perf_counter() - t})
+    return {"desc": desc, "budget": budget, "steps": rows, "tokens": n_rows * seq,
+            "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+
+
 def _fmt_mib(n):
     return "n/a" if n is None else f"{n / 2**20:.0f}M"
 
@@ -156,19 +199,23 @@ def main(argv=None) -> int:
     p.add_argument("--model", choices=["auto", "smollm2", "tiny"], default="auto")
     p.add_argument("--tokens", type=int, default=12, help="tokens to generate at the end")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile generation")
-    p.add_argument("--worker", choices=["float", "int8", "2:4+int8"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["float", "int8", "2:4+int8", "train"],
+                   help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     kind = a.model
     if kind == "auto":
         kind = "smollm2" if _smollm2_dir() and importlib.util.find_spec("gguf") else "tiny"
 
+    if a.worker == "train":
+        print("LOWVRAM_ROW " + json.dumps(train_worker(kind)))
+        return 0
     if a.worker:
         row = worker(kind, a.worker, a.tokens, not a.no_compile and a.worker == "int8")
         print("LOWVRAM_ROW " + json.dumps(row))
         return 0
 
     rows = {}
-    for name in ("float", "int8", "2:4+int8"):
+    for name in ("float", "int8", "2:4+int8", "train"):
         print(f"lowvram demo: measuring {name} ({kind}) in a fresh process ...", flush=True)
         cmd = [sys.executable, "-m", "lowvram", "demo", "--model", kind, "--worker", name,
                "--tokens", str(a.tokens)] + (["--no-compile"] if a.no_compile else [])
@@ -203,6 +250,14 @@ def main(argv=None) -> int:
     if "generated" in q:
         print(f"\nint8 + torch.compile(fullgraph=True), greedy, "
               f"{q['compile_generate_s']:.0f} s including compilation:\n  {q['generated']!r}")
+    t = rows["train"]
+    print(f"\nint8 base + LoRA (rank 8, {t['trainable'] / 1e6:.2f}M trainable), one optimizer "
+          f"step per line over a batch of {t['tokens']} tokens, micro-batched by "
+          f"MicroBatchStep(micro_batch_size=\"auto\") under a budget of "
+          f"{_fmt_mib(t['budget'])} peak RSS (resident after loading + 512M):")
+    for i, r in enumerate(t["steps"]):
+        print(f"  step {i + 1}: loss {r['loss']:.3f}  micro-batches {r['mbs']}  measured peak "
+              f"{_fmt_mib(r['peak'])} (budget {_fmt_mib(t['budget'])})  {r['s']:.1f} s")
     return 0
 
 

@@ -237,6 +237,12 @@ class _Meter:
             _malloc_trim()
             memory.reset_peak_rss()
 
+    def current(self) -> Optional[int]:
+        """What is held now (resident bytes on CPU, allocated bytes on CUDA)."""
+        if self.cuda:
+            return int(torch.cuda.memory_allocated(self.device))
+        return memory.rss() if self.available else None
+
     def peak(self) -> Optional[int]:
         if self.cuda:
             torch.cuda.synchronize(self.device)
@@ -729,6 +735,8 @@ class MicroBatchStep:
         sizes: List[int] = []
         self._line, self._slope = [], None
         start, m, chosen = 0, 1, None
+        self.meter.reset()
+        base = self.meter.current()  # held before any micro-batch ran
         while start < N:
             size = min(m, N - start)
             self.meter.reset()
@@ -753,6 +761,11 @@ class MicroBatchStep:
                 chosen = max(fits) if fits else 1
             else:
                 self._fit()
+                if self._slope is None and base is not None:
+                    # One measurement: charge everything the first row added to
+                    # that row (an upper bound when memory grows linearly with
+                    # rows), so the second probe cannot overshoot the budget.
+                    self._slope = max(float(peak - base), 0.0) / size
                 nxt = 2 * size
                 if self._slope is None or self._predict(nxt) <= target:
                     m = nxt
