@@ -14,7 +14,7 @@ Timing as bench/bench_qlinear.py (whose `measure` this uses): cold = weights
 rotated through copies so >128 MiB of other weights pass between uses, methods
 interleaved; hot = back to back. Prints a table; --md writes docs tables.
 
-    python bench/bench_sparse.py [--md docs/pruning_speed.md]
+    python bench/bench_sparse.py [--md bench/out/pruning_speed.md]   (docs/pruning.md's tables)
 """
 import argparse
 import os
