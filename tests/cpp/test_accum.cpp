@@ -33,31 +33,11 @@
 #include "lowvram/accum.h"
 #include "lowvram/convert.h"
 
+#include "test_util.h"
+
 namespace {
 
-uint32_t F2U(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    return u;
-}
-float U2F(uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
 
-struct Rng {
-    uint64_t s;
-    explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
-    uint64_t Next() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        return s;
-    }
-    int Int(int n) { return (int)(Next() % (uint64_t)n); }
-    float Uniform(float lo, float hi) { return lo + (hi - lo) * (float)(Next() >> 40) * 0x1p-24f; }
-};
 
 using SpanFn = lv_status (*)(float *, const void *, lv_dtype, float, int64_t);
 
@@ -126,26 +106,6 @@ Data MakeData(int64_t n, lv_dtype dt, uint64_t seed, int special_pct = 10) {
 // n bytes that end where an inaccessible page begins (as in test_qgemm.cpp),
 // so that a kernel touching anything past the end faults (ASan does not see
 // intrinsic loads).
-struct Guarded {
-    void *base = nullptr;
-    size_t total = 0;
-    uint8_t *p = nullptr;
-    explicit Guarded(size_t n) {
-        const size_t pg = (size_t)sysconf(_SC_PAGESIZE), data = (n + pg - 1) / pg * pg + pg;
-        total = data + pg;
-        base = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (base == MAP_FAILED) base = nullptr;
-        if (base) {
-            mprotect((char *)base + data, pg, PROT_NONE);
-            p = (uint8_t *)base + data - n;
-        }
-    }
-    Guarded(const Guarded &) = delete;
-    Guarded &operator=(const Guarded &) = delete;
-    ~Guarded() {
-        if (base) munmap(base, total);
-    }
-};
 
 // The independent oracle: correctly rounded s * g + a without fmaf. s * g is
 // exact in double (24 + 24 bits); TwoSum gives t + err == p + a exactly; if

@@ -31,33 +31,13 @@
 
 #include "lowvram/qgemm.h"
 
+#include "test_util.h"
+
 namespace {
 
 // ---- helpers -------------------------------------------------------------------
 
-uint32_t F2U(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    return u;
-}
-float U2F(uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
 
-struct Rng {
-    uint64_t s;
-    explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
-    uint64_t Next() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        return s;
-    }
-    int Int(int n) { return (int)(Next() % (uint64_t)n); }
-    float Uniform(float lo, float hi) { return lo + (hi - lo) * (float)(Next() >> 40) * 0x1p-24f; }
-};
 
 using QuantFn = lv_status (*)(const void *, lv_dtype, int64_t, int64_t, const float *, int64_t,
                               int64_t, int64_t, void *, int64_t, float *, int);
@@ -183,31 +163,6 @@ template <typename T>
 // n bytes that end where an inaccessible page begins, so that a kernel
 // reading or writing past the end of a buffer faults (ASan does not see
 // intrinsic loads). The start is as unaligned as n makes it.
-struct Guarded {
-    void *base = nullptr;
-    size_t total = 0;
-    uint8_t *p = nullptr;
-    explicit Guarded(size_t n) {
-        const size_t pg = (size_t)sysconf(_SC_PAGESIZE), data = (n + pg - 1) / pg * pg + pg;
-        total = data + pg;
-        base = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (base == MAP_FAILED) base = nullptr;
-        if (base) {
-            mprotect((char *)base + data, pg, PROT_NONE);
-            p = (uint8_t *)base + data - n;
-        }
-    }
-    template <typename T>
-    T *Copy(const std::vector<T> &v) {
-        std::memcpy(p, v.data(), v.size() * sizeof(T));
-        return (T *)p;
-    }
-    Guarded(const Guarded &) = delete;
-    Guarded &operator=(const Guarded &) = delete;
-    ~Guarded() {
-        if (base) munmap(base, total);
-    }
-};
 
 // Test data in a dtype: bf16 keeps the top half of the float (exact for the
 // value it then stands for); f16 rounds toward zero (test data only — the

@@ -37,33 +37,13 @@
 #include "lowvram/qgemm.h"
 #include "lowvram/sparse.h"
 
+#include "test_util.h"
+
 namespace {
 
 // ---- helpers -------------------------------------------------------------------
 
-uint32_t F2U(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    return u;
-}
-float U2F(uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-}
 
-struct Rng {
-    uint64_t s;
-    explicit Rng(uint64_t seed) : s(seed * 0x9E3779B97F4A7C15ull + 1) {}
-    uint64_t Next() {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        return s;
-    }
-    int Int(int n) { return (int)(Next() % (uint64_t)n); }
-    float Uniform(float lo, float hi) { return lo + (hi - lo) * (float)(Next() >> 40) * 0x1p-24f; }
-};
 
 struct SVariant {
     decltype(&lv_nm_mask_rows_ref) mask;
@@ -171,31 +151,6 @@ bool IsCanonicalNan(lv_dtype dt, uint32_t b) { return dt == LV_BF16 ? b == 0x7fc
 
 // n bytes that end where an inaccessible page begins (reads or writes past
 // the end fault; ASan does not see vector intrinsic loads).
-struct Guarded {
-    void *base = nullptr;
-    size_t total = 0;
-    uint8_t *p = nullptr;
-    explicit Guarded(size_t n) {
-        const size_t pg = (size_t)sysconf(_SC_PAGESIZE), data = (n + pg - 1) / pg * pg + pg;
-        total = data + pg;
-        base = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (base == MAP_FAILED) base = nullptr;
-        if (base) {
-            mprotect((char *)base + data, pg, PROT_NONE);
-            p = (uint8_t *)base + data - n;
-        }
-    }
-    template <typename T>
-    T *Copy(const std::vector<T> &v) {
-        if (!v.empty()) std::memcpy(p, v.data(), v.size() * sizeof(T));
-        return (T *)p;
-    }
-    Guarded(const Guarded &) = delete;
-    Guarded &operator=(const Guarded &) = delete;
-    ~Guarded() {
-        if (base) munmap(base, total);
-    }
-};
 
 // ---- sparsity patterns and compressed storage built here -------------------------
 
