@@ -29,9 +29,8 @@
 #include <string.h>
 
 #include "lowvram/convert.h"
+#include "qgemm_avx2_internal.h" /* LV_INLINE, qg2_x16, qg2_hsum4 */
 #include "qgemm_internal.h"
-
-#define LV_INLINE static inline __attribute__((always_inline))
 
 /* ---- float vectors <-> the C boundary's dtypes (common.h's rules) -------- */
 
@@ -200,17 +199,10 @@ lv_status lv_quantize_int8_rows_avx2(const void *x, lv_dtype xdt, int64_t ldx, i
 #define QG2_NR 4  /* weight rows per register tile: 8 accumulators + 2 + 1 of 16 */
 #define QG2_MB 64 /* activation rows per block (64 x K bytes meant for L2) */
 
-/* Sums of the eight lanes of each of a0..a3 -> [a0, a1, a2, a3]. */
-LV_INLINE __m128i qg2_hsum4(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
-    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
-    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-}
+/* qg2_hsum4 (four horizontal sums) and qg2_x16 (16 activation codes as
+ * int16) are in qgemm_avx2_internal.h, shared with sparse_avx2.c. */
 
-/* 16 bytes as int16: activations back to their signed codes (xu ^ 0x80). */
-LV_INLINE __m256i qg2_x16(const uint8_t *p) {
-    return _mm256_cvtepi8_epi16(
-        _mm_xor_si128(_mm_loadu_si128((const __m128i *)p), _mm_set1_epi8((char)0x80)));
-}
+/* 16 weight bytes as int16. */
 LV_INLINE __m256i qg2_w16(const int8_t *p) {
     return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p));
 }

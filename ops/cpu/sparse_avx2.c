@@ -48,9 +48,8 @@
 
 #include "lowvram/convert.h"
 #include "lowvram/sparse.h"
+#include "qgemm_avx2_internal.h" /* LV_INLINE, qg2_x16, qg2_hsum4 */
 #include "sparse_internal.h"
-
-#define LV_INLINE static inline __attribute__((always_inline))
 
 /* ---- the expansion tables (compile-time constants) ---------------------- */
 
@@ -74,6 +73,13 @@ static const uint64_t sx_tab[256] __attribute__((aligned(64))) = {SX_E256(SX_ENT
 static const uint8_t sx_pc[256] __attribute__((aligned(64))) = {SX_E256(SX_POPC)};
 
 /* ---- float vectors <-> the C boundary's dtypes (as qgemm_avx2.c) --------- */
+
+/* Not shared through qgemm_avx2_internal.h, unlike qg2_x16 / qg2_hsum4:
+ * these differ from qgemm_avx2.c's copies in their short paths (the load
+ * skips the memcpy at n <= 0; the store has no whole-vector path, as
+ * sparse_qlinear stores at most SQ_NR lanes). Either copy gives the same
+ * bytes for every call made here, but inlined into the kernels each compiles
+ * them differently, so sharing them would not be a pure refactor. */
 
 /* row[i .. i + n) as float32 (exact), 0 <= n <= 8; lanes past n are 0. */
 LV_INLINE __m256 lv256_load_f32(const void *row, lv_dtype dt, int64_t i, int n) {
@@ -179,16 +185,8 @@ static void sx_expand_i8(const uint8_t *bits, int64_t k0, int64_t len, const int
 #define SQ_MB 64    /* activation rows per block */
 #define SQ_KC 1024  /* k per expanded chunk (a multiple of 64: chunks stay in a group) */
 
-/* 16 bytes as int16: activations back to their signed codes (xu ^ 0x80). */
-LV_INLINE __m256i sq_x16(const uint8_t *p) {
-    return _mm256_cvtepi8_epi16(
-        _mm_xor_si128(_mm_loadu_si128((const __m128i *)p), _mm_set1_epi8((char)0x80)));
-}
-
-LV_INLINE __m128i sq_hsum4(__m256i a0, __m256i a1, __m256i a2, __m256i a3) {
-    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
-    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-}
+/* The activation widening (qg2_x16) and the four horizontal sums
+ * (qg2_hsum4) are qgemm_avx2.c's, from qgemm_avx2_internal.h. */
 
 /* sums[i] += [sum over k < len of (x[i * ldx + k] - 128) * wb[j][k], j < 4]
  * for i < MR (a constant at each call site). wb rows are zero-padded to a
@@ -204,7 +202,7 @@ LV_INLINE void sq_dot(const uint8_t *x, int64_t ldx, int8_t wb[SQ_NR][SQ_KC + 16
     for (; k + 16 <= len; k += 16) {
         __m256i xv[2];
 #pragma GCC unroll 2
-        for (int i = 0; i < MR; i++) xv[i] = sq_x16(x + i * ldx + k);
+        for (int i = 0; i < MR; i++) xv[i] = qg2_x16(x + i * ldx + k);
 #pragma GCC unroll 4
         for (int j = 0; j < SQ_NR; j++) {
             const __m256i wv = _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i *)(wb[j] + k)));
@@ -220,7 +218,7 @@ LV_INLINE void sq_dot(const uint8_t *x, int64_t ldx, int8_t wb[SQ_NR][SQ_KC + 16
             uint8_t t[16];
             memset(t, 0x80, 16);
             memcpy(t, x + i * ldx + k, (size_t)(len - k));
-            xv[i] = sq_x16(t);
+            xv[i] = qg2_x16(t);
         }
 #pragma GCC unroll 4
         for (int j = 0; j < SQ_NR; j++) {
@@ -232,7 +230,7 @@ LV_INLINE void sq_dot(const uint8_t *x, int64_t ldx, int8_t wb[SQ_NR][SQ_KC + 16
     }
 #pragma GCC unroll 2
     for (int i = 0; i < MR; i++)
-        sums[i] = _mm_add_epi32(sums[i], sq_hsum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
+        sums[i] = _mm_add_epi32(sums[i], qg2_hsum4(acc[i][0], acc[i][1], acc[i][2], acc[i][3]));
 }
 
 /* One activation row (M = 1 per block, batch-1 decoding): nothing reuses an
@@ -257,13 +255,13 @@ static void sq_dot_fused(const uint8_t *x, const uint8_t *const *bits, const int
         __m256i xv;
         unsigned two = 1; /* mask bytes this step reads */
         if (k + 16 <= len) {
-            xv = sq_x16(x + k);
+            xv = qg2_x16(x + k);
             two = 2;
         } else {
             uint8_t t[16];
             memset(t, 0x80, 16);
             memcpy(t, x + k, (size_t)(len - k));
-            xv = sq_x16(t);
+            xv = qg2_x16(t);
             two = len - k > 8 ? 2 : 1;
         }
 #pragma GCC unroll 4
@@ -277,7 +275,7 @@ static void sq_dot_fused(const uint8_t *x, const uint8_t *const *bits, const int
         }
     }
     for (int j = 0; j < nr; j++) vp[j] = p[j];
-    *sum = _mm_add_epi32(*sum, sq_hsum4(acc[0], acc[1], acc[2], acc[3]));
+    *sum = _mm_add_epi32(*sum, qg2_hsum4(acc[0], acc[1], acc[2], acc[3]));
 }
 
 /* 1 when every group of 4 columns of the row keeps exactly 2 (K a multiple
@@ -319,7 +317,7 @@ static void sq_dot_24(const uint8_t *x, const uint8_t *const *bits, const int8_t
     }
     const __m128i hi4 = _mm_load_si128((const __m128i *)sx_hi[4]);
     for (int64_t k = 0; k < len; k += 16) {
-        const __m256i xv = sq_x16(x + k);
+        const __m256i xv = qg2_x16(x + k);
 #pragma GCC unroll 4
         for (int j = 0; j < SQ_NR; j++) {
             if (j >= nr) break;
@@ -334,7 +332,7 @@ static void sq_dot_24(const uint8_t *x, const uint8_t *const *bits, const int8_t
         }
     }
     for (int j = 0; j < nr; j++) vp[j] = p[j] + len / 2;
-    *sum = _mm_add_epi32(*sum, sq_hsum4(acc[0], acc[1], acc[2], acc[3]));
+    *sum = _mm_add_epi32(*sum, qg2_hsum4(acc[0], acc[1], acc[2], acc[3]));
 }
 
 lv_status lv_sparse_qgemm_int8_rows_avx2(const uint8_t *xu, int64_t ldx, const float *xscale,

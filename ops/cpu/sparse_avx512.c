@@ -19,10 +19,12 @@
  * reference (not on an inference hot path).
  *
  * sparse_qlinear is qgemm_avx512.c's int8 product with a different weight
- * source; the dense file's tiles are static there, so their shapes are
- * repeated here (same dot form, same int32 sums mod 2^32, same float
- * epilogue order, hence the same bits as lv_qgemm_int8_rows on the
- * decompressed weight):
+ * source: the helpers that do not touch the weights (dtype conversions, lane
+ * masks, the tiles' reduction, the per-tile correction, the activation copy,
+ * the epilogue) are that file's, from qgemm_avx512_internal.h; the tiles read
+ * the weights differently, so their shapes are repeated here (same dot form,
+ * same int32 sums mod 2^32, same float epilogue order, hence the same bits
+ * as lv_qgemm_int8_rows on the decompressed weight):
  *   streaming (calls of <= SQ_SM = 8 rows: decoding, small batches) — the
  *     rows copied as signed codes q = xu ^ 0x80 with their row sums; each
  *     64-column slice of a weight row is expanded straight into a register
@@ -63,59 +65,14 @@
 #include <string.h>
 
 #include "lowvram/convert.h"
+#include "qgemm_avx512_internal.h" /* LV_INLINE, dtype and mask helpers, shared tile code */
 #include "sparse_internal.h"
 
-#define LV_INLINE static inline __attribute__((always_inline))
+/* The float vector <-> dtype conversions (lv512_load_f32, lv512_store_f32)
+ * and lane masks (lv512_mask16, lv512_mask64) are qgemm_avx512.c's, from
+ * qgemm_avx512_internal.h. */
 
-/* ---- float vectors <-> the C boundary's dtypes (as qgemm_avx512.c) ------- */
-
-/* Lanes of mask m of x[i .. i + 16) as float32 (exact); other lanes 0. */
-LV_INLINE __m512 sp_load_f32(const void *row, lv_dtype dt, int64_t i, __mmask16 m) {
-    switch (dt) {
-    case LV_BF16: {
-        const __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)row + i);
-        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-    }
-    case LV_F16:
-        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)row + i));
-    default: return _mm512_maskz_loadu_ps(m, (const float *)row + i);
-    }
-}
-
-/* Stores the lanes of mask m into row[i .. i + 16) in dtype dt, rounded to
- * nearest even with convert.h's NaNs (bf16 0x7fc0, f16 0x7e00). */
-LV_INLINE void sp_store_f32(void *row, lv_dtype dt, int64_t i, __m512 v, __mmask16 m) {
-    switch (dt) {
-    case LV_BF16: {
-        /* convert.h's integer rounding: u + 0x7fff + ((u >> 16) & 1), mod 2^32 */
-        const __m512i u = _mm512_castps_si512(v);
-        const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-        __m512i r = _mm512_srli_epi32(
-            _mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
-        r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q),
-                                  _mm512_set1_epi32(0x7fc0));
-        _mm256_mask_storeu_epi16((uint16_t *)row + i, m, _mm512_cvtepi32_epi16(r));
-        break;
-    }
-    case LV_F16: {
-        /* vcvtps2ph rounds like convert.h but keeps part of a NaN's payload */
-        __m256i h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        h = _mm256_mask_mov_epi16(h, _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q),
-                                  _mm256_set1_epi16(0x7e00));
-        _mm256_mask_storeu_epi16((uint16_t *)row + i, m, h);
-        break;
-    }
-    default: _mm512_mask_storeu_ps((float *)row + i, m, v); break;
-    }
-}
-
-LV_INLINE __mmask16 sp_mask16(int64_t n) {
-    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1u);
-}
-
-LV_INLINE __mmask64 sp_mask64(int64_t n) {
-    return n >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << n) - 1u);
-}
+/* ---- mask bits and expansion -------------------------------------------- */
 
 /* Mask bits of columns [k, k + 64) of a row whose bits start at `row`, with
  * `rem` = columns left from k (> 0). Near the end only the bytes the row has
@@ -218,7 +175,7 @@ LV_INLINE __m512i sp_expand8_reg(uint64_t bits, const int8_t **vp) {
             const uint8_t *b = mask_bits + n * ldb;                                          \
             __m512i acc = zero;                                                              \
             for (int64_t i = 0; i < full; i += 64) {                                         \
-                const __m512i v = _mm512_maskz_loadu_epi8(sp_mask64(full - i), b + i);      \
+                const __m512i v = _mm512_maskz_loadu_epi8(lv512_mask64(full - i), b + i);   \
                 acc = _mm512_add_epi64(acc, POPCNT);                                         \
             }                                                                                \
             cnt[n - n0] = (int64_t)_mm512_reduce_add_epi64(acc);                             \
@@ -280,43 +237,8 @@ static lv_status sp_check_masks(const uint8_t *mask_bits, int64_t ldb, int64_t K
 #define SQ_WLD (SQ_KC + 64)    /* row stride of the blocked path's weight copy */
 #define SQ_PF_HINT _MM_HINT_T1 /* prefetches into L2 */
 
-/* Folding steps of a transpose-and-add reduction (see qgemm_avx512.c). */
-LV_INLINE __m512i sq_fold2(__m512i a, __m512i b) {
-    return _mm512_add_epi32(_mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
-                            _mm512_shuffle_i64x2(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
-}
-LV_INLINE __m512i sq_fold4(__m512i ab, __m512i cd) {
-    return _mm512_add_epi32(_mm512_shuffle_i64x2(ab, cd, _MM_SHUFFLE(2, 0, 2, 0)),
-                            _mm512_shuffle_i64x2(ab, cd, _MM_SHUFFLE(3, 1, 3, 1)));
-}
-LV_INLINE __m512i sq_fold8(__m512i x, __m512i y) {
-    return _mm512_add_epi32(_mm512_unpacklo_epi32(x, y), _mm512_unpackhi_epi32(x, y));
-}
-LV_INLINE __m512i sq_fold16(__m512i s, __m512i t) {
-    return _mm512_add_epi32(_mm512_unpacklo_epi64(s, t), _mm512_unpackhi_epi64(s, t));
-}
-
-/* Lane j = the sum (mod 2^32) of the sixteen lanes of a[j] for j < n, else 0;
- * n is a constant after inlining. */
-LV_INLINE __m512i sq_hsum16(const __m512i *a, const int n) {
-    const __m512i z = _mm512_setzero_si512();
-    __m512i v[16];
-#pragma GCC unroll 16
-    for (int j = 0; j < 16; j++) v[j] = j < n ? a[j] : z;
-    const __m512i f0 = sq_fold4(sq_fold2(v[0], v[1]), sq_fold2(v[2], v[3]));
-    const __m512i f1 = n > 4 ? sq_fold4(sq_fold2(v[4], v[5]), sq_fold2(v[6], v[7])) : z;
-    const __m512i s = sq_fold8(f0, f1);
-    __m512i t = z;
-    if (n > 8) {
-        const __m512i f2 = sq_fold4(sq_fold2(v[8], v[9]), sq_fold2(v[10], v[11]));
-        const __m512i f3 =
-            n > 12 ? sq_fold4(sq_fold2(v[12], v[13]), sq_fold2(v[14], v[15])) : z;
-        t = sq_fold8(f2, f3);
-    }
-    const __m512i idx =
-        _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
-    return _mm512_permutexvar_epi32(idx, sq_fold16(s, t));
-}
+/* The tiles' reduction is the dense kernel's qg_hsum16
+ * (qgemm_avx512_internal.h). */
 
 /* Blocked-path register tile (dense weights, the expanded copy):
  * out[i * NR + j] = sum over k < len of (q + 128)(i, k) * w(j, k) mod 2^32. */
@@ -339,7 +261,7 @@ LV_INLINE void sq_dtile(const uint8_t *x, int64_t ldx, const int8_t *const *wp, 
         }
     }
     if (k < len) { /* K tail: masked activation bytes load as 0 and add nothing */
-        const __mmask64 mk = sp_mask64(len - k);
+        const __mmask64 mk = lv512_mask64(len - k);
         __m512i xv[SQ_MR];
 #pragma GCC unroll 4
         for (int i = 0; i < MR; i++) xv[i] = _mm512_maskz_loadu_epi8(mk, x + i * ldx + k);
@@ -352,8 +274,8 @@ LV_INLINE void sq_dtile(const uint8_t *x, int64_t ldx, const int8_t *const *wp, 
         }
     }
     const int na = MR * NR;
-    _mm512_storeu_si512(out, sq_hsum16(acc, na < 16 ? na : 16));
-    if (na > 16) _mm512_storeu_si512(out + 16, sq_hsum16(acc + 16, na - 16));
+    _mm512_storeu_si512(out, qg_hsum16(acc, na < 16 ? na : 16));
+    if (na > 16) _mm512_storeu_si512(out + 16, qg_hsum16(acc + 16, na - 16));
 }
 
 /* Streaming-path register tile, expanding as it goes: out[i * NR + j] = sum
@@ -395,8 +317,8 @@ LV_INLINE void sq_stile(const uint8_t *x, int64_t ldx, const uint8_t *const *mp,
 #pragma GCC unroll 6
     for (int j = 0; j < NR; j++) vp[j] = v[j];
     const int na = MR * NR;
-    _mm512_storeu_si512(out, sq_hsum16(acc, na < 16 ? na : 16));
-    if (na > 16) _mm512_storeu_si512(out + 16, sq_hsum16(acc + 16, na - 16));
+    _mm512_storeu_si512(out, qg_hsum16(acc, na < 16 ? na : 16));
+    if (na > 16) _mm512_storeu_si512(out + 16, qg_hsum16(acc + 16, na - 16));
 }
 
 /* Row-sequential streaming tile (blocks of 1-2 rows): SQ_RR weight rows
@@ -451,7 +373,7 @@ LV_INLINE void sq_rtile(const uint8_t *x, int64_t ldx, const uint8_t *const *mbp
             sum[r * MR + i] = t;
         }
     }
-    _mm512_storeu_si512(out, sq_hsum16(sum, SQ_RR * MR));
+    _mm512_storeu_si512(out, qg_hsum16(sum, SQ_RR * MR));
 }
 
 /* One noinline function per tile shape: several shapes inlined into one loop
@@ -522,21 +444,6 @@ typedef struct {
     int32_t rs[SQ_FB];
 } sq_call;
 
-/* iacc[i][j] (+)= out[i * NR + j] - 128 * (cs[j] or rs[i]) for i < mr, j < nr. */
-static inline void sq_into(const int32_t *out, int NR, int mr, int nr, const int32_t *cs,
-                           const int32_t *rs, int first, uint32_t *iacc, int ld) {
-    const __mmask16 mj = (__mmask16)((1u << nr) - 1u);
-    const __m512i c = cs ? _mm512_slli_epi32(_mm512_maskz_loadu_epi32(mj, cs), 7)
-                         : _mm512_setzero_si512();
-    for (int i = 0; i < mr; i++) {
-        uint32_t *row = iacc + i * ld;
-        __m512i v = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(mj, out + i * NR),
-                                     cs ? c : _mm512_set1_epi32((int32_t)((uint32_t)rs[i] << 7)));
-        if (!first) v = _mm512_add_epi32(v, _mm512_maskz_loadu_epi32(mj, row));
-        _mm512_mask_storeu_epi32(row, mj, v);
-    }
-}
-
 /* Blocked path: per SQ_NR-row tile of the panel (rows nb0 ..), expand
  * columns [kb, kb + len) into buf with the rows' sums (for - 128 sum w),
  * prefetching the next tile's values and masks, then run every activation
@@ -580,12 +487,12 @@ static void sq_blocked_panel(sq_call *c, int64_t mb0, int mbn, int64_t nb0, int6
         }
         for (int j = 0; j < nr; j++) c->cur[nt + j] = vp[j] - (c->v + (nb0 + nt + j) * ldv);
         int32_t cs[16];
-        _mm512_storeu_si512(cs, sq_hsum16(acc, SQ_NR));
+        _mm512_storeu_si512(cs, qg_hsum16(acc, SQ_NR));
         for (int mt = 0; mt < mbn; mt += SQ_MR) {
             const int mr = mbn - mt < SQ_MR ? mbn - mt : SQ_MR;
             int32_t out[32];
             tiles[mr](c->xu + (mb0 + mt) * c->ldx + kb, c->ldx, bp, len, out);
-            sq_into(out, SQ_NR, mr, nr, cs, NULL, first, c->iacc + mt * SQ_NB + nt, SQ_NB);
+            qg_sums_into(out, SQ_NR, mr, nr, cs, NULL, first, c->iacc + mt * SQ_NB + nt, SQ_NB);
         }
     }
 }
@@ -640,26 +547,7 @@ static void sq_stream_panel(sq_call *c, const uint8_t *xq, int64_t ldq, int mbn,
         int32_t out[32];
         shapes[mbn].fn(xq, ldq, mp, vp, len, out, pf);
         for (int j = 0; j < nr; j++) c->cur[nt + j] = vp[j] - (c->v + (nb0 + nt + j) * ldv);
-        sq_into(out, NR, mbn, nr, NULL, c->rs, first, c->iacc + nt, SQ_FNB);
-    }
-}
-
-/* The streaming block's copy of rows [0, mbn) of x, columns [kb, kb + len),
- * as signed codes zero-padded to whole vectors, and each row's code sum. */
-static void sq_stream_copy(const uint8_t *x, int64_t ldx, int mbn, int64_t kb, int64_t len,
-                           uint8_t *xq, int64_t ldq, int32_t *rs) {
-    const __m512i ones = _mm512_set1_epi8(1), flip = _mm512_set1_epi8((char)0x80);
-    for (int i = 0; i < mbn; i++) {
-        const uint8_t *src = x + i * ldx + kb;
-        __m512i acc = _mm512_setzero_si512();
-        for (int64_t k = 0; k < len; k += 64) {
-            const __mmask64 mk = sp_mask64(len - k);
-            const __m512i q = _mm512_maskz_mov_epi8(
-                mk, _mm512_xor_si512(_mm512_maskz_loadu_epi8(mk, src + k), flip));
-            _mm512_store_si512(xq + i * ldq + k, q);
-            acc = _mm512_dpbusd_epi32(acc, ones, q);
-        }
-        rs[i] = _mm512_reduce_add_epi32(acc);
+        qg_sums_into(out, NR, mbn, nr, NULL, c->rs, first, c->iacc + nt, SQ_FNB);
     }
 }
 
@@ -686,7 +574,7 @@ static void sq_block(sq_call *c, int stream, int prefetch, int64_t mb0, int mbn,
             const int64_t len = (g + 1) * gs - kb < kc ? (g + 1) * gs - kb : kc;
             const int first = kb == g * gs;
             if (stream) {
-                sq_stream_copy(c->xu + mb0 * c->ldx, c->ldx, mbn, kb, len, c->buf.x, kc + 64,
+                qg_stream_copy(c->xu + mb0 * c->ldx, c->ldx, mbn, kb, len, c->buf.x, kc + 64,
                                c->rs);
                 sq_stream_panel(c, c->buf.x, kc + 64, mbn, nb0, kb, len, nbn, first, pf);
             } else {
@@ -694,12 +582,14 @@ static void sq_block(sq_call *c, int stream, int prefetch, int64_t mb0, int mbn,
             }
         }
         if (G == 1) break;
-        /* t = (float)acc_0 * ws_0, then t + (float)acc_g * ws_g, in group order */
+        /* t = (float)acc_0 * ws_0, then t + (float)acc_g * ws_g, in group order
+         * (not shared with qg_block: tacc goes through masked loads and stores
+         * here, whole vectors there) */
         const __m512i gidx = _mm512_mullo_epi32(
             _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
             _mm512_set1_epi32((int)G));
         for (int jn = 0; jn < nbn; jn += 16) {
-            const __mmask16 mk = sp_mask16(nbn - jn);
+            const __mmask16 mk = lv512_mask16(nbn - jn);
             const __m512 ws = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, gidx,
                                                        c->wscale + (nb0 + jn) * G + g, 4);
             for (int i = 0; i < mbn; i++) {
@@ -712,26 +602,8 @@ static void sq_block(sq_call *c, int stream, int prefetch, int64_t mb0, int mbn,
         }
     }
     /* y = t * xscale[m] (+ bias[n]), stored in y's dtype */
-    const size_t esz = (size_t)lv_dtype_size(c->ydt);
-    for (int i = 0; i < mbn; i++) {
-        const int64_t m = mb0 + i;
-        const __m512 xs = _mm512_set1_ps(c->xscale[m]);
-        void *yr = (char *)c->y + (size_t)(m * c->ldy) * esz;
-        for (int jn = 0; jn < nbn; jn += 16) {
-            const __mmask16 mk = sp_mask16(nbn - jn);
-            const int64_t n = nb0 + jn;
-            __m512 t;
-            if (G == 1)
-                t = _mm512_mul_ps(
-                    _mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(mk, c->iacc + i * ld + jn)),
-                    _mm512_maskz_loadu_ps(mk, c->wscale + n));
-            else
-                t = _mm512_maskz_loadu_ps(mk, c->tacc + i * ld + jn);
-            __m512 v = _mm512_mul_ps(t, xs);
-            if (c->bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, c->bias + n));
-            sp_store_f32(yr, c->ydt, n, v, mk);
-        }
-    }
+    qg_epilogue(c->iacc, c->tacc, ld, G, c->wscale, c->xscale, c->bias, c->y, c->ydt, c->ldy,
+                mb0, mbn, nb0, nbn);
 }
 
 lv_status lv_sparse_qgemm_int8_rows_avx512(const uint8_t *xu, int64_t ldx, const float *xscale,
@@ -834,7 +706,7 @@ LV_INLINE void sg_tile(const char *const *xr, lv_dtype xdt, const uint8_t *const
     for (; k + 16 <= K; k += 16) {
         __m512 xv[SG_MR];
 #pragma GCC unroll 4
-        for (int i = 0; i < MR; i++) xv[i] = sp_load_f32(xr[i], xdt, k, 0xffff);
+        for (int i = 0; i < MR; i++) xv[i] = lv512_load_f32(xr[i], xdt, k, 0xffff);
 #pragma GCC unroll 8
         for (int j = 0; j < NR; j++) {
             const __m512 w = sg_expand(sp_bits16(mp[j], k, K - k), &vp[j], vdt);
@@ -845,10 +717,10 @@ LV_INLINE void sg_tile(const char *const *xr, lv_dtype xdt, const uint8_t *const
     }
     if (k < K) {
         /* lanes past K keep their sums: the reference gives them no k */
-        const __mmask16 mk = sp_mask16(K - k);
+        const __mmask16 mk = lv512_mask16(K - k);
         __m512 xv[SG_MR];
 #pragma GCC unroll 4
-        for (int i = 0; i < MR; i++) xv[i] = sp_load_f32(xr[i], xdt, k, mk);
+        for (int i = 0; i < MR; i++) xv[i] = lv512_load_f32(xr[i], xdt, k, mk);
 #pragma GCC unroll 8
         for (int j = 0; j < NR; j++) {
             const __m512 w = sg_expand(sp_bits16(mp[j], k, K - k), &vp[j], vdt);
@@ -981,7 +853,7 @@ lv_status lv_sparse_decompress_rows_avx512(const void *values, int esz, int64_t 
             const int8_t *vp = (const int8_t *)vr;
             for (int64_t k = 0; k < K; k += 64) {
                 const __m512i v = sp_expand8(sp_bits64(bits, k, K - k), &vp);
-                _mm512_mask_storeu_epi8(wr + k, sp_mask64(K - k), v);
+                _mm512_mask_storeu_epi8(wr + k, lv512_mask64(K - k), v);
             }
         } else if (esz == 2) {
             for (int64_t k = 0; k < K; k += 32) {
@@ -997,7 +869,7 @@ lv_status lv_sparse_decompress_rows_avx512(const void *values, int esz, int64_t 
                 const __mmask16 b = sp_bits16(bits, k, K - k);
                 const __m512i v = _mm512_maskz_expandloadu_epi32(b, vr);
                 vr += 4 * __builtin_popcount(b);
-                _mm512_mask_storeu_epi32(wr + 4 * k, sp_mask16(K - k), v);
+                _mm512_mask_storeu_epi32(wr + 4 * k, lv512_mask16(K - k), v);
             }
         }
     }
