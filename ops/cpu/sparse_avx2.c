@@ -49,6 +49,7 @@
 #include "lowvram/convert.h"
 #include "lowvram/sparse.h"
 #include "qgemm_avx2_internal.h" /* LV_INLINE, qg2_x16, qg2_hsum4 */
+#include "sparse_grad.h"
 #include "sparse_internal.h"
 
 /* ---- the expansion tables (compile-time constants) ---------------------- */
@@ -557,9 +558,11 @@ lv_status lv_sparse_qlinear_grad_input_rows_avx2(const void *gy, lv_dtype gdt, i
                                                  int64_t N, int64_t K, int64_t m0, int64_t m1,
                                                  int64_t k0, int64_t k1, void *gx, lv_dtype xdt,
                                                  int64_t ldgx) {
-    return lv_sparse_qlinear_grad_input_rows_ref(gy, gdt, ldg, qvalues, ldv, mask_bits, ldb, KV,
-                                                 wscale, group_size, act_scale, N, K, m0, m1,
-                                                 k0, k1, gx, xdt, ldgx);
+    lv_status st = lv_check_sparse_grad(gy, ldg, qvalues, ldv, mask_bits, ldb, KV, wscale,
+                                        group_size, N, K, m0, m1, k0, k1, gx, ldgx);
+    if (st != LV_OK || !wscale) return st != LV_OK ? st : LV_E_INVALID;
+    return lv_sparse_grad_chain(gy, gdt, ldg, qvalues, LV_F32, 1, ldv, mask_bits, ldb, wscale,
+                                group_size, act_scale, N, K, m0, m1, k0, k1, gx, xdt, ldgx);
 }
 
 lv_status lv_sparse_linear_grad_input_rows_avx2(const void *gy, lv_dtype gdt, int64_t ldg,
@@ -568,6 +571,9 @@ lv_status lv_sparse_linear_grad_input_rows_avx2(const void *gy, lv_dtype gdt, in
                                                 int64_t KV, int64_t N, int64_t K, int64_t m0,
                                                 int64_t m1, int64_t k0, int64_t k1, void *gx,
                                                 lv_dtype xdt, int64_t ldgx) {
-    return lv_sparse_linear_grad_input_rows_ref(gy, gdt, ldg, values, vdt, ldv, mask_bits, ldb,
-                                                KV, N, K, m0, m1, k0, k1, gx, xdt, ldgx);
+    lv_status st = lv_check_sparse_grad(gy, ldg, values, ldv, mask_bits, ldb, KV, NULL, -1, N,
+                                        K, m0, m1, k0, k1, gx, ldgx);
+    if (st != LV_OK) return st;
+    return lv_sparse_grad_chain(gy, gdt, ldg, values, vdt, 0, ldv, mask_bits, ldb, NULL, -1, NULL,
+                                N, K, m0, m1, k0, k1, gx, xdt, ldgx);
 }

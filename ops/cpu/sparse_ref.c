@@ -11,6 +11,7 @@
 #include "lowvram/convert.h"
 #include "lowvram/qgemm.h"
 #include "lowvram/sparse.h"
+#include "sparse_grad.h"
 #include "sparse_internal.h"
 
 lv_status lv_nm_mask_rows_ref(const float *score, int64_t lds, int64_t K, int n, int m,
@@ -164,74 +165,6 @@ lv_status lv_sparse_gemm_rows_ref(const void *x, lv_dtype xdt, int64_t ldx, cons
     return LV_OK;
 }
 
-/* Row n of values (NULL when values is NULL: nothing kept, never read). */
-#define KV_ROW(values, n, ldv, vsz) \
-    ((values) ? (const char *)(values) + (size_t)((n) * (ldv)) * (vsz) : (const char *)NULL)
-
-/* Set bits of a mask row before column k (the index of weight k's value). */
-static int64_t kept_before(const uint8_t *bits, int64_t k) {
-    int64_t j = 0, b = 0;
-    for (; b + 8 <= k / 8; b += 8) {
-        uint64_t w;
-        memcpy(&w, bits + b, 8);
-        j += __builtin_popcountll(w);
-    }
-    for (; b < k / 8; b++) j += __builtin_popcount(bits[b]);
-    if (k % 8) j += __builtin_popcount(bits[k / 8] & ((1u << (k % 8)) - 1u));
-    return j;
-}
-
-/* Columns of gx one call of the gradient chain keeps in registers/stack. */
-#define LV_GRAD_KBLOCK 256
-
-/* The shared fmaf chain of both gradients: wscale == NULL for float values.
- * For each (m, k) the chain runs over n = 0 .. N-1 in order, as the contract
- * says; blocks of LV_GRAD_KBLOCK columns keep their chains in a stack array so
- * that each weight row is walked once per block (looking a value up per
- * element cost O(K) and made training through pruned layers impossible).
- * Pruned weights enter as 0 (fmaf(s, 0, acc): an Inf or NaN gradient still
- * gives NaN, as on the decompressed weight). */
-static lv_status grad_input_ref(const void *gy, lv_dtype gdt, int64_t ldg, const void *values,
-                                lv_dtype vdt, int is_int8, int64_t ldv,
-                                const uint8_t *mask_bits, int64_t ldb, const float *wscale,
-                                int64_t group_size, const float *act_scale, int64_t N,
-                                int64_t K, int64_t m0,
-                                int64_t m1, int64_t k0, int64_t k1, void *gx, lv_dtype xdt,
-                                int64_t ldgx) {
-    const int64_t G = group_size > 0 ? K / group_size : 1;
-    const int64_t gs = K / G;
-    const size_t gsz = (size_t)lv_dtype_size(gdt), xsz = (size_t)lv_dtype_size(xdt);
-    const size_t vsz = is_int8 ? 1 : (size_t)lv_dtype_size(vdt);
-    float acc[LV_GRAD_KBLOCK];
-    for (int64_t m = m0; m < m1; m++) {
-        const char *gr = (const char *)gy + (size_t)(m * ldg) * gsz;
-        void *xr = (char *)gx + (size_t)(m * ldgx) * xsz;
-        for (int64_t kb = k0; kb < k1; kb += LV_GRAD_KBLOCK) {
-            const int64_t ke = kb + LV_GRAD_KBLOCK < k1 ? kb + LV_GRAD_KBLOCK : k1;
-            for (int64_t k = kb; k < ke; k++) acc[k - kb] = 0.0f;
-            for (int64_t n = 0; n < N; n++) {
-                const float g = lv_load_f32(gr, gdt, n);
-                const uint8_t *bits = mask_bits + n * ldb;
-                const char *vr = KV_ROW(values, n, ldv, vsz);
-                int64_t j = kept_before(bits, kb);
-                for (int64_t k = kb; k < ke; k++) {
-                    const float s = wscale ? g * wscale[n * G + k / gs] : g;
-                    float w = 0.0f;
-                    if (bits[k / 8] >> (k % 8) & 1u)
-                        w = is_int8 ? (float)((const int8_t *)vr)[j++] : lv_load_f32(vr, vdt, j++);
-                    acc[k - kb] = fmaf(s, w, acc[k - kb]);
-                }
-            }
-            for (int64_t k = kb; k < ke; k++) {
-                float a = acc[k - kb];
-                if (act_scale) a = a * act_scale[k];
-                lv_store_f32(xr, xdt, k, a);
-            }
-        }
-    }
-    return LV_OK;
-}
-
 lv_status lv_sparse_qlinear_grad_input_rows_ref(const void *gy, lv_dtype gdt, int64_t ldg,
                                                 const int8_t *qvalues, int64_t ldv,
                                                 const uint8_t *mask_bits, int64_t ldb,
@@ -243,7 +176,7 @@ lv_status lv_sparse_qlinear_grad_input_rows_ref(const void *gy, lv_dtype gdt, in
     lv_status st = lv_check_sparse_grad(gy, ldg, qvalues, ldv, mask_bits, ldb, KV, wscale,
                                         group_size, N, K, m0, m1, k0, k1, gx, ldgx);
     if (st != LV_OK || !wscale) return st != LV_OK ? st : LV_E_INVALID;
-    return grad_input_ref(gy, gdt, ldg, qvalues, LV_F32, 1, ldv, mask_bits, ldb, wscale,
+    return lv_sparse_grad_chain(gy, gdt, ldg, qvalues, LV_F32, 1, ldv, mask_bits, ldb, wscale,
                           group_size, act_scale, N, K, m0, m1, k0, k1, gx, xdt, ldgx);
 }
 
@@ -256,6 +189,6 @@ lv_status lv_sparse_linear_grad_input_rows_ref(const void *gy, lv_dtype gdt, int
     lv_status st = lv_check_sparse_grad(gy, ldg, values, ldv, mask_bits, ldb, KV, NULL, -1, N,
                                         K, m0, m1, k0, k1, gx, ldgx);
     if (st != LV_OK) return st;
-    return grad_input_ref(gy, gdt, ldg, values, vdt, 0, ldv, mask_bits, ldb, NULL, -1, NULL, N,
+    return lv_sparse_grad_chain(gy, gdt, ldg, values, vdt, 0, ldv, mask_bits, ldb, NULL, -1, NULL, N,
                           K, m0, m1, k0, k1, gx, xdt, ldgx);
 }
