@@ -735,11 +735,11 @@ class MicroBatchStep:
         sizes: List[int] = []
         self._line, self._slope = [], None
         start, m, chosen = 0, 1, None
-        self.meter.reset()
-        base = self.meter.current()  # held before any micro-batch ran
+        retried = False
         while start < N:
             size = min(m, N - start)
             self.meter.reset()
+            base = self.meter.current()  # held before this micro-batch
             self._run(batch, start, start + size, start + size == N, st)
             peak = self.meter.peak()
             st["peaks"].append(peak)
@@ -762,13 +762,20 @@ class MicroBatchStep:
             else:
                 self._fit()
                 if self._slope is None and base is not None:
-                    # One measurement: charge everything the first row added to
-                    # that row (an upper bound when memory grows linearly with
-                    # rows), so the second probe cannot overshoot the budget.
+                    # One size measured: charge everything this micro-batch
+                    # added over what was held before it to its rows (an upper
+                    # bound when memory grows linearly with rows), so the next
+                    # probe cannot overshoot the budget.
                     self._slope = max(float(peak - base), 0.0) / size
                 nxt = 2 * size
                 if self._slope is None or self._predict(nxt) <= target:
                     m = nxt
+                elif not retried and size == 1:
+                    # The first micro-batch also pays one-time costs (lazy
+                    # initialisation, the accumulators it allocates), which
+                    # the bound above charges to its one row: measure one
+                    # row again, over what is held now, before settling.
+                    retried, self._slope, m = True, None, 1
                 else:
                     chosen = self._largest_fitting(extra, N)
             if chosen is not None:
