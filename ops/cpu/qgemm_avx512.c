@@ -523,110 +523,8 @@ lv_status lv_qgemm_int8_rows_avx512(const uint8_t *xu, int64_t ldx, const float 
 
 /* ---- gradient to the input ---------------------------------------------- */
 
-#define GR_MT 6   /* gy rows per register tile: 6 x 4 zmm accumulators */
-#define GR_MB 48  /* rows per block: a k strip of w (N x 64 bytes) is reused by them */
-#define GR_NC 256 /* n per chunk of precomputed products */
-
-/* s[i * GR_NC + j] = gy[m + i, n0 + j] * wscale[n0 + j, g] for i < mt,
- * j < nc: the contract's rounded product, sixteen at a time, so that the
- * tile's loop over n is fused multiply-adds with broadcast operands. */
-static void gr_products(const void *gy, lv_dtype gdt, int64_t ldg, int64_t m, int mt,
-                        const float *wscale, int64_t G, int64_t g, int64_t n0, int nc,
-                        float *s) {
-    const size_t gsz = (size_t)lv_dtype_size(gdt);
-    const __m512i gidx =
-        _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                           _mm512_set1_epi32((int)G));
-    for (int j = 0; j < nc; j += 16) {
-        const __mmask16 mk = lv512_mask16(nc - j);
-        const __m512 ws = G == 1 ? _mm512_maskz_loadu_ps(mk, wscale + n0 + j)
-                                 : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, gidx,
-                                                            wscale + (n0 + j) * G + g, 4);
-        for (int i = 0; i < mt; i++) {
-            const char *row = (const char *)gy + (size_t)((m + i) * ldg) * gsz;
-            _mm512_storeu_ps(s + i * GR_NC + j,
-                             _mm512_mul_ps(lv512_load_f32(row, gdt, n0 + j, mk), ws));
-        }
-    }
-}
-
-/* Rows m + i (i < MT) of the strip kv .. kv + 64 (lanes of mk) over n in
- * [n0, n0 + nc): acc = fma(gy[m+i, n] * wscale[n, g], w[n, k], acc) in
- * order of n — the contract's fmaf chain, sixteen k at a time; the 64 k of
- * the strip lie in group g. acc comes from and goes back to park (row stride
- * 64 floats) between chunks of n; after the last chunk (n0 + nc == N) it is
- * scaled by act_scale and stored into gx. MT is a constant at every call. */
-LV_INLINE void gr_tile(const void *gy, lv_dtype gdt, int64_t ldg, int64_t m, const int MT,
-                       const int8_t *w, int64_t ldw, const float *wscale, int64_t G, int64_t g,
-                       int64_t N, int64_t n0, int nc, int64_t kv, __mmask64 mk, float *park,
-                       const float *act_scale, void *gx, lv_dtype xdt, int64_t ldgx) {
-    float s[GR_MT * GR_NC];
-    gr_products(gy, gdt, ldg, m, MT, wscale, G, g, n0, nc, s);
-    __m512 acc[GR_MT][4];
-#pragma GCC unroll 6
-    for (int i = 0; i < MT; i++)
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; v++)
-            acc[i][v] = n0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(park + i * 64 + 16 * v);
-    const int8_t *wp = w + n0 * ldw + kv;
-    for (int j = 0; j < nc; j++, wp += ldw) {
-        __m512 wf[4];
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; v++)
-            wf[v] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                _mm_maskz_loadu_epi8((__mmask16)(mk >> (16 * v)), wp + 16 * v)));
-#pragma GCC unroll 6
-        for (int i = 0; i < MT; i++) {
-            const __m512 sv = _mm512_set1_ps(s[i * GR_NC + j]);
-#pragma GCC unroll 4
-            for (int v = 0; v < 4; v++) acc[i][v] = _mm512_fmadd_ps(sv, wf[v], acc[i][v]);
-        }
-    }
-    if (n0 + nc < N) {
-#pragma GCC unroll 6
-        for (int i = 0; i < MT; i++)
-#pragma GCC unroll 4
-            for (int v = 0; v < 4; v++) _mm512_storeu_ps(park + i * 64 + 16 * v, acc[i][v]);
-        return;
-    }
-    const size_t xsz = (size_t)lv_dtype_size(xdt);
-#pragma GCC unroll 6
-    for (int i = 0; i < MT; i++) {
-        void *xr = (char *)gx + (size_t)((m + i) * ldgx) * xsz;
-#pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) {
-            const __mmask16 m16 = (__mmask16)(mk >> (16 * v));
-            if (!m16) continue;
-            __m512 r = acc[i][v];
-            if (act_scale)
-                r = _mm512_mul_ps(r, _mm512_maskz_loadu_ps(m16, act_scale + kv + 16 * v));
-            lv512_store_f32(xr, xdt, kv + 16 * v, r, m16);
-        }
-    }
-}
-
-/* One function per tile height (see QG_TILE_FN). */
-typedef void (*gr_tile_fn)(const void *gy, lv_dtype gdt, int64_t ldg, int64_t m,
-                           const int8_t *w, int64_t ldw, const float *wscale, int64_t G,
-                           int64_t g, int64_t N, int64_t n0, int nc, int64_t kv, __mmask64 mk,
-                           float *park, const float *act_scale, void *gx, lv_dtype xdt,
-                           int64_t ldgx);
-#define GR_TILE_FN(MT)                                                                       \
-    static __attribute__((noinline)) void gr_tile_##MT(                                      \
-        const void *gy, lv_dtype gdt, int64_t ldg, int64_t m, const int8_t *w, int64_t ldw,  \
-        const float *wscale, int64_t G, int64_t g, int64_t N, int64_t n0, int nc, int64_t kv, \
-        __mmask64 mk, float *park, const float *act_scale, void *gx, lv_dtype xdt,           \
-        int64_t ldgx) {                                                                      \
-        gr_tile(gy, gdt, ldg, m, MT, w, ldw, wscale, G, g, N, n0, nc, kv, mk, park,          \
-                act_scale, gx, xdt, ldgx);                                                   \
-    }
-GR_TILE_FN(1)
-GR_TILE_FN(2)
-GR_TILE_FN(3)
-GR_TILE_FN(4)
-GR_TILE_FN(5)
-GR_TILE_FN(6)
-#undef GR_TILE_FN
+/* The register tiles (gr_tile_1 .. gr_tile_6) are in qgemm_avx512_internal.h:
+ * sparse_avx512.c runs them on strips it expands from the compressed weight. */
 
 lv_status lv_qlinear_grad_input_rows_avx512(const void *gy, lv_dtype gdt, int64_t ldg,
                                             const int8_t *w, int64_t ldw, const float *wscale,
@@ -637,8 +535,6 @@ lv_status lv_qlinear_grad_input_rows_avx512(const void *gy, lv_dtype gdt, int64_
     lv_status st = lv_check_grad_input(gy, ldg, w, ldw, wscale, group_size, N, K, m0, m1, k0,
                                        k1, gx, ldgx);
     if (st != LV_OK) return st;
-    static const gr_tile_fn tiles[GR_MT + 1] = {NULL,      gr_tile_1, gr_tile_2, gr_tile_3,
-                                                gr_tile_4, gr_tile_5, gr_tile_6};
     const int64_t G = lv_qgemm_groups(K, group_size);
     const int64_t gs = K / G;
     float park[GR_MB * 64]; /* a block's accumulators between chunks of n */
@@ -654,9 +550,9 @@ lv_status lv_qlinear_grad_input_rows_avx512(const void *gy, lv_dtype gdt, int64_
             for (int64_t n0 = 0; n0 < N; n0 += GR_NC) {
                 const int nc = (int)(N - n0 < GR_NC ? N - n0 : GR_NC);
                 for (int64_t m = mb; m < me; m += GR_MT)
-                    tiles[me - m < GR_MT ? me - m : GR_MT](
-                        gy, gdt, ldg, m, w, ldw, wscale, G, kv / gs, N, n0, nc, kv, mk,
-                        park + (m - mb) * 64, act_scale, gx, xdt, ldgx);
+                    gr_tiles[me - m < GR_MT ? me - m : GR_MT](
+                        gy, gdt, ldg, m, w + n0 * ldw + kv, ldw, wscale, G, kv / gs, N, n0, nc,
+                        kv, mk, park + (m - mb) * 64, act_scale, gx, xdt, ldgx);
             }
         }
     }

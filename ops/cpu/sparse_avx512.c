@@ -62,9 +62,11 @@
  * 0 * 0 would turn a -0 sum into +0).
  */
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lowvram/convert.h"
+#include "qgemm_internal.h"        /* lv_qgemm_groups */
 #include "qgemm_avx512_internal.h" /* LV_INLINE, dtype and mask helpers, shared tile code */
 #include "sparse_grad.h"
 #include "sparse_internal.h"
@@ -892,4 +894,64 @@ lv_status lv_sparse_compress_rows_avx512(const void *w, int esz, int64_t ldw,
                                        mask_bits, ldb);
 }
 
-LV_SPARSE_GRAD_ENTRIES(avx512)
+/* ---- gradient to the input --------------------------------------------- */
+
+/* sparse_qlinear_grad_input: the dense gradient's register tiles
+ * (qgemm_avx512_internal.h) run on 64-column strips of the weight that
+ * vpexpandb rebuilds from the compressed rows into a 16 KB stack buffer,
+ * GR_NC rows of n at a time, once per block of GR_MB rows of gy: the same
+ * fmaf chain in the same order of n as qlinear_grad_input on the
+ * decompressed weight (pruned entries are the expanded zeros), so the same
+ * bits, with no float weight and no whole int8 copy made. Where a row's
+ * values for a strip begin is carried from strip to strip (jpos, one
+ * int64 per row: malloc'd, since N is unbounded; without it the chain in
+ * sparse_grad.h gives the same bits, slower). Measured: bench/bench_sparse_grad.py. */
+static lv_status sq_grad_int8(const void *gy, lv_dtype gdt, int64_t ldg, const int8_t *qvalues,
+                              int64_t ldv, const uint8_t *mask_bits, int64_t ldb,
+                              const float *wscale, int64_t group_size, const float *act_scale,
+                              int64_t N, int64_t K, int64_t m0, int64_t m1, int64_t k0,
+                              int64_t k1, void *gx, lv_dtype xdt, int64_t ldgx) {
+    if (m1 <= m0 || k1 <= k0) return LV_OK;
+    int64_t *jpos = (int64_t *)malloc((size_t)N * sizeof *jpos);
+    if (!jpos)
+        return lv_sparse_qgrad_chain(gy, gdt, ldg, qvalues, ldv, mask_bits, ldb, wscale,
+                                     group_size, act_scale, N, K, m0, m1, k0, k1, gx, xdt, ldgx);
+    const int64_t G = lv_qgemm_groups(K, group_size);
+    const int64_t gs = K / G, rowbytes = lv_mask_row_bytes(K);
+    const int64_t kv0 = k0 & ~(int64_t)63;
+    float park[GR_MB * 64]; /* a block's accumulators between chunks of n */
+    int8_t strip[GR_NC * 64] __attribute__((aligned(64)));
+    for (int64_t mb = m0; mb < m1; mb += GR_MB) {
+        const int64_t me = mb + GR_MB < m1 ? mb + GR_MB : m1;
+        for (int64_t n = 0; n < N; n++) jpos[n] = lv_kept_before(mask_bits + n * ldb, kv0);
+        /* strips start at multiples of 64 in absolute k: each lies in one
+         * group, and its 64 mask bits are 8 whole bytes of the row */
+        for (int64_t kv = kv0; kv < k1; kv += 64) {
+            const int64_t lo = k0 > kv ? k0 - kv : 0;
+            const __mmask64 mk = lv512_mask64(k1 - kv) & ~lv512_mask64(lo);
+            const int64_t nbytes = rowbytes - kv / 8 < 8 ? rowbytes - kv / 8 : 8;
+            for (int64_t n0 = 0; n0 < N; n0 += GR_NC) {
+                const int nc = (int)(N - n0 < GR_NC ? N - n0 : GR_NC);
+                for (int j = 0; j < nc; j++) {
+                    const int64_t n = n0 + j;
+                    uint64_t bits = 0;
+                    memcpy(&bits, mask_bits + n * ldb + kv / 8, (size_t)nbytes);
+                    bits &= lv512_mask64(K - kv);
+                    const __m512i v = bits ? _mm512_maskz_expandloadu_epi8(
+                                                 (__mmask64)bits, qvalues + n * ldv + jpos[n])
+                                           : _mm512_setzero_si512();
+                    _mm512_store_si512((void *)(strip + j * 64), v);
+                    jpos[n] += __builtin_popcountll(bits);
+                }
+                for (int64_t m = mb; m < me; m += GR_MT)
+                    gr_tiles[me - m < GR_MT ? me - m : GR_MT](
+                        gy, gdt, ldg, m, strip, 64, wscale, G, kv / gs, N, n0, nc, kv, mk,
+                        park + (m - mb) * 64, act_scale, gx, xdt, ldgx);
+            }
+        }
+    }
+    free(jpos);
+    return LV_OK;
+}
+
+LV_SPARSE_GRAD_ENTRIES(avx512, sq_grad_int8)

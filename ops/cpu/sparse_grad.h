@@ -107,10 +107,25 @@ static inline lv_status lv_sparse_grad_chain(const void *gy, lv_dtype gdt, int64
 }
 
 
+/* The int8 gradient through the chain above (every variant's fallback, and
+ * the whole of it in the reference and AVX2 files). */
+static inline lv_status lv_sparse_qgrad_chain(const void *gy, lv_dtype gdt, int64_t ldg,
+                                              const int8_t *qvalues, int64_t ldv,
+                                              const uint8_t *mask_bits, int64_t ldb,
+                                              const float *wscale, int64_t group_size,
+                                              const float *act_scale, int64_t N, int64_t K,
+                                              int64_t m0, int64_t m1, int64_t k0, int64_t k1,
+                                              void *gx, lv_dtype xdt, int64_t ldgx) {
+    return lv_sparse_grad_chain(gy, gdt, ldg, qvalues, LV_F32, 1, ldv, mask_bits, ldb, wscale,
+                                group_size, act_scale, N, K, m0, m1, k0, k1, gx, xdt, ldgx);
+}
+
 /* Both gradient entry points of a variant (lowvram/sparse.h): the shared
- * argument and mask checks, then the chain above, compiled with the
- * including file's ISA flags. */
-#define LV_SPARSE_GRAD_ENTRIES(sfx)                                                           \
+ * argument and mask checks, then qchain (a function of lv_sparse_qgrad_chain's
+ * signature: that one, or the variant's own kernel giving its bits) for int8
+ * values and the chain above for float values, compiled with the including
+ * file's ISA flags. */
+#define LV_SPARSE_GRAD_ENTRIES(sfx, qchain)                                                   \
     lv_status lv_sparse_qlinear_grad_input_rows_##sfx(                                        \
         const void *gy, lv_dtype gdt, int64_t ldg, const int8_t *qvalues, int64_t ldv,        \
         const uint8_t *mask_bits, int64_t ldb, int64_t KV, const float *wscale,               \
@@ -120,9 +135,8 @@ static inline lv_status lv_sparse_grad_chain(const void *gy, lv_dtype gdt, int64
                                             wscale, group_size, N, K, m0, m1, k0, k1, gx,     \
                                             ldgx);                                            \
         if (st != LV_OK || !wscale) return st != LV_OK ? st : LV_E_INVALID;                   \
-        return lv_sparse_grad_chain(gy, gdt, ldg, qvalues, LV_F32, 1, ldv, mask_bits, ldb,    \
-                                    wscale, group_size, act_scale, N, K, m0, m1, k0, k1, gx,  \
-                                    xdt, ldgx);                                               \
+        return qchain(gy, gdt, ldg, qvalues, ldv, mask_bits, ldb, wscale, group_size,         \
+                      act_scale, N, K, m0, m1, k0, k1, gx, xdt, ldgx);                        \
     }                                                                                         \
     lv_status lv_sparse_linear_grad_input_rows_##sfx(                                         \
         const void *gy, lv_dtype gdt, int64_t ldg, const void *values, lv_dtype vdt,          \

@@ -962,6 +962,56 @@ TEST_P(SparseSimd, GemmNonFiniteInputsPropagate) {
 
 TEST_P(SparseSimd, Grads) { CheckGrads(v_, name_); }
 
+// Oracle: the dense reference qlinear_grad_input on the decompressed codes
+// (bits), at sizes where the AVX-512 kernel's structure shows: N > 256 (the
+// accumulators parked between chunks of n), M > 48 (a second block of rows,
+// where each row's value positions start again), k ranges starting inside
+// and past the first strip, K not a multiple of 8 or 64 (the last strip's
+// mask bytes end the row), groups; values, masks and gy end at an
+// inaccessible page, so a read past them faults.
+TEST_P(SparseSimd, GradChunksBlocksGuarded) {
+    Rng rng(61);
+    struct Case { int64_t M, N, K, gs; };
+    for (const Case &cs : {Case{50, 300, 200, 0}, Case{7, 513, 130, 0}, Case{53, 260, 256, 64},
+                           Case{2, 40, 77, 0}})
+        for (const Pattern &p : {Pattern{2, 4, 0}, Pattern{0, 0, -1}, Pattern{0, 0, 0}}) {
+            const int64_t M = cs.M, N = cs.N, K = cs.K, gs = cs.gs, G = gs ? K / gs : 1;
+            if (!p.Fits(K)) continue;
+            const int64_t KV = p.KV(K), KB = (K + 7) / 8;
+            const std::vector<uint8_t> keep = RandomKeep(p, N, K, rng);
+            const std::vector<int8_t> w = RandomCodes(keep, N, K, false, rng);
+            const Compressed c = Compress(w.data(), 1, keep, N, K, KV);
+            std::vector<float> gyv(M * N), ws(N * G), as(K);
+            for (auto &e : gyv) e = rng.Uniform(-1.0f, 1.0f);
+            for (auto &e : ws) e = rng.Uniform(-0.1f, 0.1f);
+            for (auto &e : as) e = rng.Uniform(0.5f, 2.0f);
+            Guarded gv(N * KV + (KV == 0)), gb(N * KB), ggy(4 * M * N);
+            ASSERT_TRUE(gv.p && gb.p && ggy.p);
+            if (KV) std::memcpy(gv.p, c.values.data(), (size_t)(N * KV));
+            const int8_t *pv = (const int8_t *)gv.p + (KV == 0);
+            const uint8_t *pb = gb.Copy(c.bits);
+            const float *pgy = ggy.Copy(gyv);
+            for (int64_t k0 : {(int64_t)0, (int64_t)5, (int64_t)70})
+                for (bool act : {false, true}) {
+                    if (k0 >= K) continue;
+                    const int64_t k1 = K - (k0 == 5 ? 3 : 0);
+                    FBuf want(LV_F32, M, K), got(LV_F32, M, K);
+                    ASSERT_EQ(lv_qlinear_grad_input_rows_ref(gyv.data(), LV_F32, N, w.data(), K,
+                                                             ws.data(), gs,
+                                                             act ? as.data() : nullptr, N, K, 0,
+                                                             M, k0, k1, want.data(), LV_F32, K),
+                              LV_OK);
+                    ASSERT_EQ(v_.qgrad(pgy, LV_F32, N, pv, KV, pb, KB, KV, ws.data(), gs,
+                                       act ? as.data() : nullptr, N, K, 0, M, k0, k1,
+                                       got.data(), LV_F32, K),
+                              LV_OK);
+                    ASSERT_TRUE(SameFloats(want, got))
+                        << name_ << " " << p.Name() << " M " << M << " N " << N << " K " << K
+                        << " k0 " << k0;
+                }
+        }
+}
+
 // Oracle: the reference (bits) with every buffer ending at an inaccessible
 // page: values exactly N * KV elements, masks N * KB bytes, x, scales, bias
 // and y exact too, so vector tails that read or write past a row fault.
