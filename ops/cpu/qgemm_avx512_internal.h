@@ -217,7 +217,8 @@ LV_INLINE void qg_epilogue(const uint32_t *iacc, const float *tacc, int ld, int6
 
 /* s[i * GR_NC + j] = gy[m + i, n0 + j] * wscale[n0 + j, g] for i < mt,
  * j < nc: the contract's rounded product, sixteen at a time, so that the
- * tile's loop over n is fused multiply-adds with broadcast operands. */
+ * tile's loop over n is fused multiply-adds with broadcast operands.
+ * wscale == NULL (float weights): s = gy, no product. */
 static void gr_products(const void *gy, lv_dtype gdt, int64_t ldg, int64_t m, int mt,
                         const float *wscale, int64_t G, int64_t g, int64_t n0, int nc,
                         float *s) {
@@ -227,29 +228,33 @@ static void gr_products(const void *gy, lv_dtype gdt, int64_t ldg, int64_t m, in
                            _mm512_set1_epi32((int)G));
     for (int j = 0; j < nc; j += 16) {
         const __mmask16 mk = lv512_mask16(nc - j);
-        const __m512 ws = G == 1 ? _mm512_maskz_loadu_ps(mk, wscale + n0 + j)
-                                 : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, gidx,
-                                                            wscale + (n0 + j) * G + g, 4);
+        const __m512 ws = !wscale  ? _mm512_setzero_ps()
+                          : G == 1 ? _mm512_maskz_loadu_ps(mk, wscale + n0 + j)
+                                   : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mk, gidx,
+                                                              wscale + (n0 + j) * G + g, 4);
         for (int i = 0; i < mt; i++) {
             const char *row = (const char *)gy + (size_t)((m + i) * ldg) * gsz;
-            _mm512_storeu_ps(s + i * GR_NC + j,
-                             _mm512_mul_ps(lv512_load_f32(row, gdt, n0 + j, mk), ws));
+            const __m512 gv = lv512_load_f32(row, gdt, n0 + j, mk);
+            _mm512_storeu_ps(s + i * GR_NC + j, wscale ? _mm512_mul_ps(gv, ws) : gv);
         }
     }
 }
 
 /* Rows m + i (i < MT) of the strip kv .. kv + 64 (lanes of mk) over n in
- * [n0, n0 + nc), the strip's int8 weights read from wp (row n0's lane 0;
- * rows ldw bytes apart: the weight itself in qgemm_avx512.c, a strip expanded
- * from the compressed weight in sparse_avx512.c): acc = fma(gy[m+i, n] * wscale[n, g], w[n, k], acc) in
- * order of n — the contract's fmaf chain, sixteen k at a time; the 64 k of
- * the strip lie in group g. acc comes from and goes back to park (row stride
- * 64 floats) between chunks of n; after the last chunk (n0 + nc == N) it is
- * scaled by act_scale and stored into gx. MT is a constant at every call. */
+ * [n0, n0 + nc), the strip's weights read from wp (row n0's lane 0, rows ldw
+ * elements apart): int8 codes (WF = 0: the weight itself in qgemm_avx512.c,
+ * a strip expanded from the compressed weight in sparse_avx512.c) or float32
+ * (WF = 1: sparse_linear's strips, wscale NULL). acc = fma(gy[m+i, n] *
+ * wscale[n, g], w[n, k], acc) in order of n — the contract's fmaf chain,
+ * sixteen k at a time; the 64 k of the strip lie in group g. acc comes from
+ * and goes back to park (row stride 64 floats) between chunks of n; after
+ * the last chunk (n0 + nc == N) it is scaled by act_scale and stored into
+ * gx. MT and WF are constants at every call. */
 LV_INLINE void gr_tile(const void *gy, lv_dtype gdt, int64_t ldg, int64_t m, const int MT,
-                       const int8_t *wp, int64_t ldw, const float *wscale, int64_t G, int64_t g,
-                       int64_t N, int64_t n0, int nc, int64_t kv, __mmask64 mk, float *park,
-                       const float *act_scale, void *gx, lv_dtype xdt, int64_t ldgx) {
+                       const int WF, const void *wp, int64_t ldw, const float *wscale,
+                       int64_t G, int64_t g, int64_t N, int64_t n0, int nc, int64_t kv,
+                       __mmask64 mk, float *park, const float *act_scale, void *gx,
+                       lv_dtype xdt, int64_t ldgx) {
     float s[GR_MT * GR_NC];
     gr_products(gy, gdt, ldg, m, MT, wscale, G, g, n0, nc, s);
     __m512 acc[GR_MT][4];
@@ -258,12 +263,15 @@ LV_INLINE void gr_tile(const void *gy, lv_dtype gdt, int64_t ldg, int64_t m, con
 #pragma GCC unroll 4
         for (int v = 0; v < 4; v++)
             acc[i][v] = n0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(park + i * 64 + 16 * v);
-    for (int j = 0; j < nc; j++, wp += ldw) {
+    const int8_t *w8 = (const int8_t *)wp;
+    const float *w32 = (const float *)wp;
+    for (int j = 0; j < nc; j++, w8 += ldw, w32 += ldw) {
         __m512 wf[4];
 #pragma GCC unroll 4
         for (int v = 0; v < 4; v++)
-            wf[v] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
-                _mm_maskz_loadu_epi8((__mmask16)(mk >> (16 * v)), wp + 16 * v)));
+            wf[v] = WF ? _mm512_maskz_loadu_ps((__mmask16)(mk >> (16 * v)), w32 + 16 * v)
+                       : _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+                             _mm_maskz_loadu_epi8((__mmask16)(mk >> (16 * v)), w8 + 16 * v)));
 #pragma GCC unroll 6
         for (int i = 0; i < MT; i++) {
             const __m512 sv = _mm512_set1_ps(s[i * GR_NC + j]);
@@ -294,31 +302,31 @@ LV_INLINE void gr_tile(const void *gy, lv_dtype gdt, int64_t ldg, int64_t m, con
     }
 }
 
-/* One function per tile height (see QG_TILE_FN). */
+/* One function per tile height and weight type (see QG_TILE_FN): gr_tile_MT
+ * for int8 weights, here; sparse_avx512.c makes the float ones with
+ * GR_TILE_FN(name, MT, 1). */
 typedef void (*gr_tile_fn)(const void *gy, lv_dtype gdt, int64_t ldg, int64_t m,
-                           const int8_t *wp, int64_t ldw, const float *wscale, int64_t G,
+                           const void *wp, int64_t ldw, const float *wscale, int64_t G,
                            int64_t g, int64_t N, int64_t n0, int nc, int64_t kv, __mmask64 mk,
                            float *park, const float *act_scale, void *gx, lv_dtype xdt,
                            int64_t ldgx);
-#define GR_TILE_FN(MT)                                                                       \
-    static __attribute__((noinline)) void gr_tile_##MT(                                      \
-        const void *gy, lv_dtype gdt, int64_t ldg, int64_t m, const int8_t *wp, int64_t ldw, \
+#define GR_TILE_FN(name, MT, WF)                                                              \
+    static __attribute__((noinline)) void name##_##MT(                                        \
+        const void *gy, lv_dtype gdt, int64_t ldg, int64_t m, const void *wp, int64_t ldw,    \
         const float *wscale, int64_t G, int64_t g, int64_t N, int64_t n0, int nc, int64_t kv, \
-        __mmask64 mk, float *park, const float *act_scale, void *gx, lv_dtype xdt,           \
-        int64_t ldgx) {                                                                      \
-        gr_tile(gy, gdt, ldg, m, MT, wp, ldw, wscale, G, g, N, n0, nc, kv, mk, park,         \
-                act_scale, gx, xdt, ldgx);                                                   \
+        __mmask64 mk, float *park, const float *act_scale, void *gx, lv_dtype xdt,            \
+        int64_t ldgx) {                                                                       \
+        gr_tile(gy, gdt, ldg, m, MT, WF, wp, ldw, wscale, G, g, N, n0, nc, kv, mk, park,      \
+                act_scale, gx, xdt, ldgx);                                                    \
     }
-GR_TILE_FN(1)
-GR_TILE_FN(2)
-GR_TILE_FN(3)
-GR_TILE_FN(4)
-GR_TILE_FN(5)
-GR_TILE_FN(6)
-#undef GR_TILE_FN
+GR_TILE_FN(gr_tile, 1, 0)
+GR_TILE_FN(gr_tile, 2, 0)
+GR_TILE_FN(gr_tile, 3, 0)
+GR_TILE_FN(gr_tile, 4, 0)
+GR_TILE_FN(gr_tile, 5, 0)
+GR_TILE_FN(gr_tile, 6, 0)
 
 static const gr_tile_fn gr_tiles[GR_MT + 1] = {NULL,      gr_tile_1, gr_tile_2, gr_tile_3,
                                                gr_tile_4, gr_tile_5, gr_tile_6};
-
 
 #endif /* LOWVRAM_CPU_QGEMM_AVX512_INTERNAL_H */

@@ -550,4 +550,4 @@ lv_status lv_sparse_decompress_rows_avx2(const void *values, int esz, int64_t ld
                                          ldw);
 }
 
-LV_SPARSE_GRAD_ENTRIES(avx2, lv_sparse_qgrad_chain)
+LV_SPARSE_GRAD_ENTRIES(avx2, lv_sparse_qgrad_chain, lv_sparse_fgrad_chain)

@@ -896,31 +896,51 @@ lv_status lv_sparse_compress_rows_avx512(const void *w, int esz, int64_t ldw,
 
 /* ---- gradient to the input --------------------------------------------- */
 
-/* sparse_qlinear_grad_input: the dense gradient's register tiles
- * (qgemm_avx512_internal.h) run on 64-column strips of the weight that
- * vpexpandb rebuilds from the compressed rows into a 16 KB stack buffer,
- * GR_NC rows of n at a time, once per block of GR_MB rows of gy: the same
- * fmaf chain in the same order of n as qlinear_grad_input on the
- * decompressed weight (pruned entries are the expanded zeros), so the same
- * bits, with no float weight and no whole int8 copy made. Where a row's
- * values for a strip begin is carried from strip to strip (jpos, one
- * int64 per row: malloc'd, since N is unbounded; without it the chain in
- * sparse_grad.h gives the same bits, slower). Measured: bench/bench_sparse_grad.py. */
-static lv_status sq_grad_int8(const void *gy, lv_dtype gdt, int64_t ldg, const int8_t *qvalues,
-                              int64_t ldv, const uint8_t *mask_bits, int64_t ldb,
-                              const float *wscale, int64_t group_size, const float *act_scale,
-                              int64_t N, int64_t K, int64_t m0, int64_t m1, int64_t k0,
-                              int64_t k1, void *gx, lv_dtype xdt, int64_t ldgx) {
+/* The float-weight tiles (the int8 ones, gr_tile_1 .. 6, come with the header). */
+GR_TILE_FN(gr_ftile, 1, 1)
+GR_TILE_FN(gr_ftile, 2, 1)
+GR_TILE_FN(gr_ftile, 3, 1)
+GR_TILE_FN(gr_ftile, 4, 1)
+GR_TILE_FN(gr_ftile, 5, 1)
+GR_TILE_FN(gr_ftile, 6, 1)
+static const gr_tile_fn gr_ftiles[GR_MT + 1] = {NULL,       gr_ftile_1, gr_ftile_2, gr_ftile_3,
+                                                gr_ftile_4, gr_ftile_5, gr_ftile_6};
+
+/* Both gradients (lowvram/sparse.h): the dense gradient's register tiles
+ * (qgemm_avx512_internal.h) run on 64-column strips of the weight rebuilt
+ * from the compressed rows by vpexpandb / vexpandps / vpexpandw into a stack
+ * buffer (int8 codes, or float32 for float values), GR_NC rows of n at a
+ * time, once per block of GR_MB rows of gy: the same fmaf chain in the same
+ * order of n as on the decompressed weight (pruned entries are the expanded
+ * zeros), so the same bits as the reference chain and, for int8, as
+ * qlinear_grad_input; no float weight and no whole decompressed copy is
+ * made. Where each row's values for a strip begin is carried from strip to
+ * strip (jpos, one int64 per row, malloc'd since N is unbounded; if that
+ * fails, the chain in sparse_grad.h gives the same bits, slower). Measured
+ * by bench/bench_sparse_grad.py. */
+static lv_status sq_grad(const void *gy, lv_dtype gdt, int64_t ldg, const void *values,
+                         lv_dtype vdt, int is_int8, int64_t ldv, const uint8_t *mask_bits,
+                         int64_t ldb, const float *wscale, int64_t group_size,
+                         const float *act_scale, int64_t N, int64_t K, int64_t m0, int64_t m1,
+                         int64_t k0, int64_t k1, void *gx, lv_dtype xdt, int64_t ldgx) {
     if (m1 <= m0 || k1 <= k0) return LV_OK;
+    const int wide = !is_int8 && vdt == LV_F32;
     int64_t *jpos = (int64_t *)malloc((size_t)N * sizeof *jpos);
-    if (!jpos)
-        return lv_sparse_qgrad_chain(gy, gdt, ldg, qvalues, ldv, mask_bits, ldb, wscale,
-                                     group_size, act_scale, N, K, m0, m1, k0, k1, gx, xdt, ldgx);
-    const int64_t G = lv_qgemm_groups(K, group_size);
+    if (!jpos || (!is_int8 && vdt != LV_F32 && vdt != LV_BF16 && vdt != LV_F16)) {
+        free(jpos);
+        return lv_sparse_grad_chain(gy, gdt, ldg, values, vdt, is_int8, ldv, mask_bits, ldb,
+                                    wscale, group_size, act_scale, N, K, m0, m1, k0, k1, gx,
+                                    xdt, ldgx);
+    }
+    const size_t vsz = is_int8 ? 1 : (size_t)lv_dtype_size(vdt);
+    const int64_t G = is_int8 ? lv_qgemm_groups(K, group_size) : 1;
     const int64_t gs = K / G, rowbytes = lv_mask_row_bytes(K);
     const int64_t kv0 = k0 & ~(int64_t)63;
-    float park[GR_MB * 64]; /* a block's accumulators between chunks of n */
-    int8_t strip[GR_NC * 64] __attribute__((aligned(64)));
+    const gr_tile_fn *tiles = is_int8 ? gr_tiles : gr_ftiles;
+    float park[GR_MB * 64];           /* a block's accumulators between chunks of n */
+    float fstrip[GR_NC * 64] __attribute__((aligned(64))); /* float values' strips */
+    int8_t *qstrip = (int8_t *)fstrip;                      /* int8 codes' strips */
+    uint16_t half[64] __attribute__((aligned(64)));         /* 16-bit values, expanded */
     for (int64_t mb = m0; mb < m1; mb += GR_MB) {
         const int64_t me = mb + GR_MB < m1 ? mb + GR_MB : m1;
         for (int64_t n = 0; n < N; n++) jpos[n] = lv_kept_before(mask_bits + n * ldb, kv0);
@@ -937,16 +957,45 @@ static lv_status sq_grad_int8(const void *gy, lv_dtype gdt, int64_t ldg, const i
                     uint64_t bits = 0;
                     memcpy(&bits, mask_bits + n * ldb + kv / 8, (size_t)nbytes);
                     bits &= lv512_mask64(K - kv);
-                    const __m512i v = bits ? _mm512_maskz_expandloadu_epi8(
-                                                 (__mmask64)bits, qvalues + n * ldv + jpos[n])
-                                           : _mm512_setzero_si512();
-                    _mm512_store_si512((void *)(strip + j * 64), v);
+                    /* no values (KV == 0): bits is 0 and nothing is read */
+                    const char *vr = bits ? (const char *)values +
+                                                (size_t)(n * ldv + jpos[n]) * vsz
+                                          : NULL;
                     jpos[n] += __builtin_popcountll(bits);
+                    if (is_int8) {
+                        _mm512_store_si512((void *)(qstrip + j * 64),
+                                           vr ? _mm512_maskz_expandloadu_epi8((__mmask64)bits, vr)
+                                              : _mm512_setzero_si512());
+                    } else if (wide) {
+                        for (int v = 0; v < 4; v++, bits >>= 16) {
+                            const __mmask16 m16 = (__mmask16)bits;
+                            __m512 e = _mm512_setzero_ps();
+                            if (m16) {
+                                e = _mm512_maskz_expandloadu_ps(m16, vr);
+                                vr += 4 * __builtin_popcount(m16);
+                            }
+                            _mm512_store_ps(fstrip + j * 64 + 16 * v, e);
+                        }
+                    } else {
+                        for (int h = 0; h < 2; h++, bits >>= 32) {
+                            const __mmask32 m32 = (__mmask32)bits;
+                            __m512i e = _mm512_setzero_si512();
+                            if (m32) {
+                                e = _mm512_maskz_expandloadu_epi16(m32, vr);
+                                vr += 2 * __builtin_popcount(m32);
+                            }
+                            _mm512_store_si512((void *)(half + 32 * h), e);
+                        }
+                        for (int v = 0; v < 4; v++)
+                            _mm512_store_ps(fstrip + j * 64 + 16 * v,
+                                            lv512_load_f32(half, vdt, 16 * v, 0xFFFF));
+                    }
                 }
                 for (int64_t m = mb; m < me; m += GR_MT)
-                    gr_tiles[me - m < GR_MT ? me - m : GR_MT](
-                        gy, gdt, ldg, m, strip, 64, wscale, G, kv / gs, N, n0, nc, kv, mk,
-                        park + (m - mb) * 64, act_scale, gx, xdt, ldgx);
+                    tiles[me - m < GR_MT ? me - m : GR_MT](
+                        gy, gdt, ldg, m, is_int8 ? (const void *)qstrip : (const void *)fstrip,
+                        64, wscale, G, kv / gs, N, n0, nc, kv, mk, park + (m - mb) * 64,
+                        act_scale, gx, xdt, ldgx);
             }
         }
     }
@@ -954,4 +1003,21 @@ static lv_status sq_grad_int8(const void *gy, lv_dtype gdt, int64_t ldg, const i
     return LV_OK;
 }
 
-LV_SPARSE_GRAD_ENTRIES(avx512, sq_grad_int8)
+static lv_status sq_qgrad(const void *gy, lv_dtype gdt, int64_t ldg, const int8_t *qvalues,
+                          int64_t ldv, const uint8_t *mask_bits, int64_t ldb,
+                          const float *wscale, int64_t group_size, const float *act_scale,
+                          int64_t N, int64_t K, int64_t m0, int64_t m1, int64_t k0, int64_t k1,
+                          void *gx, lv_dtype xdt, int64_t ldgx) {
+    return sq_grad(gy, gdt, ldg, qvalues, LV_F32, 1, ldv, mask_bits, ldb, wscale, group_size,
+                   act_scale, N, K, m0, m1, k0, k1, gx, xdt, ldgx);
+}
+
+static lv_status sq_fgrad(const void *gy, lv_dtype gdt, int64_t ldg, const void *values,
+                          lv_dtype vdt, int64_t ldv, const uint8_t *mask_bits, int64_t ldb,
+                          int64_t N, int64_t K, int64_t m0, int64_t m1, int64_t k0, int64_t k1,
+                          void *gx, lv_dtype xdt, int64_t ldgx) {
+    return sq_grad(gy, gdt, ldg, values, vdt, 0, ldv, mask_bits, ldb, NULL, -1, NULL, N, K, m0,
+                   m1, k0, k1, gx, xdt, ldgx);
+}
+
+LV_SPARSE_GRAD_ENTRIES(avx512, sq_qgrad, sq_fgrad)

@@ -107,8 +107,9 @@ static inline lv_status lv_sparse_grad_chain(const void *gy, lv_dtype gdt, int64
 }
 
 
-/* The int8 gradient through the chain above (every variant's fallback, and
- * the whole of it in the reference and AVX2 files). */
+/* Both gradients through the chain above, with the signatures
+ * LV_SPARSE_GRAD_ENTRIES takes (the reference and AVX2 files use them; the
+ * AVX-512 file has its own kernels giving the same bits). */
 static inline lv_status lv_sparse_qgrad_chain(const void *gy, lv_dtype gdt, int64_t ldg,
                                               const int8_t *qvalues, int64_t ldv,
                                               const uint8_t *mask_bits, int64_t ldb,
@@ -120,12 +121,22 @@ static inline lv_status lv_sparse_qgrad_chain(const void *gy, lv_dtype gdt, int6
                                 group_size, act_scale, N, K, m0, m1, k0, k1, gx, xdt, ldgx);
 }
 
+static inline lv_status lv_sparse_fgrad_chain(const void *gy, lv_dtype gdt, int64_t ldg,
+                                              const void *values, lv_dtype vdt, int64_t ldv,
+                                              const uint8_t *mask_bits, int64_t ldb, int64_t N,
+                                              int64_t K, int64_t m0, int64_t m1, int64_t k0,
+                                              int64_t k1, void *gx, lv_dtype xdt,
+                                              int64_t ldgx) {
+    return lv_sparse_grad_chain(gy, gdt, ldg, values, vdt, 0, ldv, mask_bits, ldb, NULL, -1,
+                                NULL, N, K, m0, m1, k0, k1, gx, xdt, ldgx);
+}
+
 /* Both gradient entry points of a variant (lowvram/sparse.h): the shared
- * argument and mask checks, then qchain (a function of lv_sparse_qgrad_chain's
- * signature: that one, or the variant's own kernel giving its bits) for int8
- * values and the chain above for float values, compiled with the including
- * file's ISA flags. */
-#define LV_SPARSE_GRAD_ENTRIES(sfx, qchain)                                                   \
+ * argument and mask checks, then qchain / fchain (functions of
+ * lv_sparse_qgrad_chain's / lv_sparse_fgrad_chain's signatures: those, or the
+ * variant's own kernels giving their bits) for int8 / float values, compiled
+ * with the including file's ISA flags. */
+#define LV_SPARSE_GRAD_ENTRIES(sfx, qchain, fchain)                                                   \
     lv_status lv_sparse_qlinear_grad_input_rows_##sfx(                                        \
         const void *gy, lv_dtype gdt, int64_t ldg, const int8_t *qvalues, int64_t ldv,        \
         const uint8_t *mask_bits, int64_t ldb, int64_t KV, const float *wscale,               \
@@ -146,8 +157,8 @@ static inline lv_status lv_sparse_qgrad_chain(const void *gy, lv_dtype gdt, int6
         lv_status st = lv_check_sparse_grad(gy, ldg, values, ldv, mask_bits, ldb, KV, NULL,    \
                                             -1, N, K, m0, m1, k0, k1, gx, ldgx);              \
         if (st != LV_OK) return st;                                                           \
-        return lv_sparse_grad_chain(gy, gdt, ldg, values, vdt, 0, ldv, mask_bits, ldb, NULL,  \
-                                    -1, NULL, N, K, m0, m1, k0, k1, gx, xdt, ldgx);           \
+        return fchain(gy, gdt, ldg, values, vdt, ldv, mask_bits, ldb, N, K, m0, m1, k0, k1,   \
+                      gx, xdt, ldgx);                                                         \
     }
 
 #endif /* LOWVRAM_CPU_SPARSE_GRAD_H */

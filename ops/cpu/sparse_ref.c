@@ -165,4 +165,4 @@ lv_status lv_sparse_gemm_rows_ref(const void *x, lv_dtype xdt, int64_t ldx, cons
     return LV_OK;
 }
 
-LV_SPARSE_GRAD_ENTRIES(ref, lv_sparse_qgrad_chain)
+LV_SPARSE_GRAD_ENTRIES(ref, lv_sparse_qgrad_chain, lv_sparse_fgrad_chain)

@@ -1009,6 +1009,33 @@ TEST_P(SparseSimd, GradChunksBlocksGuarded) {
                         << name_ << " " << p.Name() << " M " << M << " N " << N << " K " << K
                         << " k0 " << k0;
                 }
+            // float values of each dtype against the reference chain (bits)
+            for (lv_dtype vdt : {LV_F32, LV_BF16, LV_F16}) {
+                const size_t esz = (size_t)lv_dtype_size(vdt);
+                FBuf wd(vdt, N, K);
+                for (int64_t i = 0; i < N * K; i++) wd.Set(i, keep[i] ? rng.Uniform(-1, 1) : 0.0f);
+                const Compressed cf = Compress(wd.data(), (int)esz, keep, N, K, KV);
+                Guarded gfv(KV ? N * KV * esz : esz);
+                ASSERT_TRUE(gfv.p);
+                if (KV) std::memcpy(gfv.p, cf.values.data(), N * KV * esz);
+                const void *pfv = KV ? (const void *)gfv.p : (const void *)(gfv.p + esz);
+                for (int64_t k0 : {(int64_t)0, (int64_t)70}) {
+                    if (k0 >= K) continue;
+                    for (lv_dtype xdt : {LV_F32, vdt}) {
+                        FBuf want(xdt, M, K), got(xdt, M, K);
+                        ASSERT_EQ(kRef.grad(gyv.data(), LV_F32, N, cf.values.data(), vdt, KV,
+                                            cf.bits.data(), KB, KV, N, K, 0, M, k0, K,
+                                            want.data(), xdt, K),
+                                  LV_OK);
+                        ASSERT_EQ(v_.grad(pgy, LV_F32, N, pfv, vdt, KV, pb, KB, KV, N, K, 0, M,
+                                          k0, K, got.data(), xdt, K),
+                                  LV_OK);
+                        ASSERT_TRUE(SameFloats(want, got))
+                            << name_ << " float " << DtName(vdt) << " " << p.Name() << " M " << M
+                            << " N " << N << " K " << K << " k0 " << k0;
+                    }
+                }
+            }
         }
 }
 
