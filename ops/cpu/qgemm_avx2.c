@@ -96,12 +96,6 @@ LV_INLINE void lv256_store_f32(void *row, lv_dtype dt, int64_t i, __m256 v, int 
     }
 }
 
-/* A vector mask of the first n lanes (for maskload / gathers). */
-LV_INLINE __m256i lv256_mask8(int64_t n) {
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)), lane);
-}
-
 /* ---- quantization ------------------------------------------------------- */
 
 /* x[k] (* act_scale[k]) for k in [k, k + n), as the contract's v[k]. */
@@ -333,128 +327,9 @@ lv_status lv_qgemm_int8_rows_avx2(const uint8_t *xu, int64_t ldx, const float *x
 
 /* ---- gradient to the input ---------------------------------------------- */
 
-#define GR2_MT 6   /* gy rows per register tile: 6 x 2 ymm accumulators */
-#define GR2_MB 48  /* rows per block: a k strip of w (N x 16 bytes) is reused by them */
-#define GR2_NC 256 /* n per chunk of precomputed products */
-
-/* s[i * GR2_NC + j] = gy[m + i, n0 + j] * wscale[n0 + j, g] for i < mt,
- * j < nc: the contract's rounded product, eight at a time, so that the
- * tile's loop over n is fused multiply-adds with broadcast loads. */
-static void gr2_products(const void *gy, lv_dtype gdt, int64_t ldg, int64_t m, int mt,
-                         const float *wscale, int64_t G, int64_t g, int64_t n0, int nc,
-                         float *s) {
-    const size_t gsz = (size_t)lv_dtype_size(gdt);
-    const __m256i gidx =
-        _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)G));
-    for (int j = 0; j < nc; j += 8) {
-        const int n = nc - j < 8 ? nc - j : 8;
-        const __m256i mk = lv256_mask8(n);
-        const __m256 ws = G == 1 ? _mm256_maskload_ps(wscale + n0 + j, mk)
-                                 : _mm256_mask_i32gather_ps(_mm256_setzero_ps(),
-                                                            wscale + (n0 + j) * G + g, gidx,
-                                                            _mm256_castsi256_ps(mk), 4);
-        for (int i = 0; i < mt; i++) {
-            const char *row = (const char *)gy + (size_t)((m + i) * ldg) * gsz;
-            _mm256_storeu_ps(s + i * GR2_NC + j,
-                             _mm256_mul_ps(lv256_load_f32(row, gdt, n0 + j, n), ws));
-        }
-    }
-}
-
-/* Rows m + i (i < MT) of the strip kv .. kv + 16 over n in [n0, n0 + nc):
- * acc = fma(gy[m+i, n] * wscale[n, g], w[n, k], acc) in order of n — the
- * contract's fmaf chain, eight k at a time; the 16 k of the strip lie in
- * group g. acc comes from and goes back to park (row stride 16 floats)
- * between chunks of n; after the last chunk it is scaled by act_scale and
- * lanes [lo, hi) are stored into gx. A strip that runs past the end of a
- * weight row reads it through a zero-padded copy. MT is a constant. */
-LV_INLINE void gr2_tile(const void *gy, lv_dtype gdt, int64_t ldg, int64_t m, const int MT,
-                        const int8_t *w, int64_t ldw, const float *wscale, int64_t G, int64_t g,
-                        int64_t N, int64_t K, int64_t n0, int nc, int64_t kv, int lo, int hi,
-                        float *park, const float *act_scale, void *gx, lv_dtype xdt,
-                        int64_t ldgx) {
-    float s[GR2_MT * GR2_NC];
-    gr2_products(gy, gdt, ldg, m, MT, wscale, G, g, n0, nc, s);
-    const int whole = kv + 16 <= K;
-    __m256 acc[GR2_MT][2];
-#pragma GCC unroll 6
-    for (int i = 0; i < MT; i++)
-#pragma GCC unroll 2
-        for (int v = 0; v < 2; v++)
-            acc[i][v] = n0 == 0 ? _mm256_setzero_ps() : _mm256_loadu_ps(park + i * 16 + 8 * v);
-    const int8_t *wp = w + n0 * ldw + kv;
-    for (int j = 0; j < nc; j++, wp += ldw) {
-        __m128i wb;
-        if (whole) {
-            wb = _mm_loadu_si128((const __m128i *)wp);
-        } else {
-            int8_t t[16] = {0};
-            memcpy(t, wp, (size_t)(K - kv));
-            wb = _mm_loadu_si128((const __m128i *)t);
-        }
-        const __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(wb));
-        const __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(wb, 8)));
-#pragma GCC unroll 6
-        for (int i = 0; i < MT; i++) {
-            const __m256 sv = _mm256_broadcast_ss(s + i * GR2_NC + j);
-            acc[i][0] = _mm256_fmadd_ps(sv, w0, acc[i][0]);
-            acc[i][1] = _mm256_fmadd_ps(sv, w1, acc[i][1]);
-        }
-    }
-    if (n0 + nc < N) {
-#pragma GCC unroll 6
-        for (int i = 0; i < MT; i++)
-#pragma GCC unroll 2
-            for (int v = 0; v < 2; v++) _mm256_storeu_ps(park + i * 16 + 8 * v, acc[i][v]);
-        return;
-    }
-    const size_t xsz = (size_t)lv_dtype_size(xdt);
-#pragma GCC unroll 6
-    for (int i = 0; i < MT; i++) {
-        void *xr = (char *)gx + (size_t)((m + i) * ldgx) * xsz;
-        float r[16];
-        _mm256_storeu_ps(r, acc[i][0]);
-        _mm256_storeu_ps(r + 8, acc[i][1]);
-        if (lo == 0 && hi == 16) {
-#pragma GCC unroll 2
-            for (int v = 0; v < 2; v++) {
-                __m256 o = _mm256_loadu_ps(r + 8 * v);
-                if (act_scale) o = _mm256_mul_ps(o, _mm256_loadu_ps(act_scale + kv + 8 * v));
-                lv256_store_f32(xr, xdt, kv + 8 * v, o, 8);
-            }
-        } else { /* a partial strip at either end of [k0, k1): element by element */
-            for (int l = lo; l < hi; l++) {
-                float o = r[l];
-                if (act_scale) o = o * act_scale[kv + l];
-                lv_store_f32(xr, xdt, kv + l, o);
-            }
-        }
-    }
-}
-
-/* One function per tile height: inlined together, the heights make GCC
- * spill the accumulators (as in qgemm_avx512.c). */
-typedef void (*gr2_tile_fn)(const void *gy, lv_dtype gdt, int64_t ldg, int64_t m,
-                            const int8_t *w, int64_t ldw, const float *wscale, int64_t G,
-                            int64_t g, int64_t N, int64_t K, int64_t n0, int nc, int64_t kv,
-                            int lo, int hi, float *park, const float *act_scale, void *gx,
-                            lv_dtype xdt, int64_t ldgx);
-#define GR2_TILE_FN(MT)                                                                      \
-    static __attribute__((noinline)) void gr2_tile_##MT(                                     \
-        const void *gy, lv_dtype gdt, int64_t ldg, int64_t m, const int8_t *w, int64_t ldw,  \
-        const float *wscale, int64_t G, int64_t g, int64_t N, int64_t K, int64_t n0, int nc,  \
-        int64_t kv, int lo, int hi, float *park, const float *act_scale, void *gx,           \
-        lv_dtype xdt, int64_t ldgx) {                                                        \
-        gr2_tile(gy, gdt, ldg, m, MT, w, ldw, wscale, G, g, N, K, n0, nc, kv, lo, hi, park,  \
-                 act_scale, gx, xdt, ldgx);                                                  \
-    }
-GR2_TILE_FN(1)
-GR2_TILE_FN(2)
-GR2_TILE_FN(3)
-GR2_TILE_FN(4)
-GR2_TILE_FN(5)
-GR2_TILE_FN(6)
-#undef GR2_TILE_FN
+/* The register tiles (gr2_tile_1 .. 6) are in qgemm_avx2_grad.h, shared with
+ * sparse_avx2.c, which runs them on strips it expands from compressed rows. */
+#include "qgemm_avx2_grad.h"
 
 lv_status lv_qlinear_grad_input_rows_avx2(const void *gy, lv_dtype gdt, int64_t ldg,
                                           const int8_t *w, int64_t ldw, const float *wscale,
@@ -464,8 +339,6 @@ lv_status lv_qlinear_grad_input_rows_avx2(const void *gy, lv_dtype gdt, int64_t 
     lv_status st = lv_check_grad_input(gy, ldg, w, ldw, wscale, group_size, N, K, m0, m1, k0,
                                        k1, gx, ldgx);
     if (st != LV_OK) return st;
-    static const gr2_tile_fn tiles[GR2_MT + 1] = {NULL,       gr2_tile_1, gr2_tile_2, gr2_tile_3,
-                                                  gr2_tile_4, gr2_tile_5, gr2_tile_6};
     const int64_t G = lv_qgemm_groups(K, group_size);
     const int64_t gs = K / G;
     float park[GR2_MB * 16]; /* a block's accumulators between chunks of n */
@@ -476,14 +349,15 @@ lv_status lv_qlinear_grad_input_rows_avx2(const void *gy, lv_dtype gdt, int64_t 
         for (int64_t kv = k0 & ~(int64_t)15; kv < k1; kv += 16) {
             const int lo = (int)(k0 > kv ? k0 - kv : 0);
             const int hi = (int)(k1 - kv < 16 ? k1 - kv : 16);
+            const int wn = (int)(K - kv < 16 ? K - kv : 16); /* readable bytes of a row */
             /* chunks of n outside the row tiles: a chunk's weight lines serve
              * every row tile of the block */
             for (int64_t n0 = 0; n0 < N; n0 += GR2_NC) {
                 const int nc = (int)(N - n0 < GR2_NC ? N - n0 : GR2_NC);
                 for (int64_t m = mb; m < me; m += GR2_MT)
-                    tiles[me - m < GR2_MT ? me - m : GR2_MT](
-                        gy, gdt, ldg, m, w, ldw, wscale, G, kv / gs, N, K, n0, nc, kv, lo, hi,
-                        park + (m - mb) * 16, act_scale, gx, xdt, ldgx);
+                    gr2_tiles[me - m < GR2_MT ? me - m : GR2_MT](
+                        gy, gdt, ldg, m, w + n0 * ldw + kv, ldw, wn, wscale, G, kv / gs, N, n0,
+                        nc, kv, lo, hi, park + (m - mb) * 16, act_scale, gx, xdt, ldgx);
             }
         }
     }

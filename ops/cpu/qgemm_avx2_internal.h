@@ -40,4 +40,10 @@ LV_INLINE __m256i qg2_x16(const uint8_t *p) {
         _mm_xor_si128(_mm_loadu_si128((const __m128i *)p), _mm_set1_epi8((char)0x80)));
 }
 
+/* A vector mask of the first n lanes (for maskload / gathers). */
+LV_INLINE __m256i lv256_mask8(int64_t n) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)), lane);
+}
+
 #endif /* LOWVRAM_CPU_QGEMM_AVX2_INTERNAL_H */

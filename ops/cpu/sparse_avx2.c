@@ -1,7 +1,7 @@
 /*
  * ops/cpu/sparse_avx2.c — the AVX2 (+ FMA, F16C) variant of the sparse family
- * (lowvram/sparse.h): the two products on compressed weights. Masks,
- * compression and the input gradients forward to the reference. Compiled
+ * (lowvram/sparse.h): the two products and their input gradients on
+ * compressed weights. Masks and compression forward to the reference. Compiled
  * with -mavx2 -mfma -mf16c only (and -ffp-contract=off), called only after
  * the dispatcher has checked the CPU. Bit-exact with sparse_ref.c.
  *
@@ -44,10 +44,12 @@
  * changes no bit.
  */
 #include <immintrin.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lowvram/convert.h"
 #include "lowvram/sparse.h"
+#include "qgemm_internal.h" /* lv_qgemm_groups */
 #include "qgemm_avx2_internal.h" /* LV_INLINE, qg2_x16, qg2_hsum4 */
 #include "sparse_grad.h"
 #include "sparse_internal.h"
@@ -550,4 +552,100 @@ lv_status lv_sparse_decompress_rows_avx2(const void *values, int esz, int64_t ld
                                          ldw);
 }
 
-LV_SPARSE_GRAD_ENTRIES(avx2, lv_sparse_qgrad_chain, lv_sparse_fgrad_chain)
+/* ---- gradients to the input --------------------------------------------- */
+
+#include "qgemm_avx2_grad.h" /* gr2_tile_1 .. 6 (int8), GR2_TILE_FN */
+
+GR2_TILE_FN(gr2_ftile, 1, 1)
+GR2_TILE_FN(gr2_ftile, 2, 1)
+GR2_TILE_FN(gr2_ftile, 3, 1)
+GR2_TILE_FN(gr2_ftile, 4, 1)
+GR2_TILE_FN(gr2_ftile, 5, 1)
+GR2_TILE_FN(gr2_ftile, 6, 1)
+static const gr2_tile_fn gr2_ftiles[GR2_MT + 1] = {NULL,        gr2_ftile_1, gr2_ftile_2,
+                                                   gr2_ftile_3, gr2_ftile_4, gr2_ftile_5,
+                                                   gr2_ftile_6};
+
+/* Both gradients: qgemm_avx2.c's register tiles (qgemm_avx2_grad.h) on
+ * 16-column strips rebuilt from the compressed rows (sx_expand_i8 /
+ * sg_expand_f, the products' own expansions) into a stack buffer, GR2_NC
+ * rows of n at a time, once per block of GR2_MB rows of gy: the contract's
+ * fmaf chain in order of n, pruned entries the expanded zeros, so the bits
+ * of the reference (and, for int8, of qlinear_grad_input on the decompressed
+ * codes). Each row's value cursor is carried from strip to strip (jpos, one
+ * int64 per row, malloc'd since N is unbounded; if that fails the chain in
+ * sparse_grad.h gives the same bits, slower). */
+static lv_status sg2_grad(const void *gy, lv_dtype gdt, int64_t ldg, const void *values,
+                          lv_dtype vdt, int is_int8, int64_t ldv, const uint8_t *mask_bits,
+                          int64_t ldb, int64_t KV, const float *wscale, int64_t group_size,
+                          const float *act_scale, int64_t N, int64_t K, int64_t m0, int64_t m1,
+                          int64_t k0, int64_t k1, void *gx, lv_dtype xdt, int64_t ldgx) {
+    if (m1 <= m0 || k1 <= k0) return LV_OK;
+    int64_t *jpos = (int64_t *)malloc((size_t)N * sizeof *jpos);
+    if (!jpos)
+        return lv_sparse_grad_chain(gy, gdt, ldg, values, vdt, is_int8, ldv, mask_bits, ldb,
+                                    wscale, group_size, act_scale, N, K, m0, m1, k0, k1, gx,
+                                    xdt, ldgx);
+    const size_t vsz = is_int8 ? 1 : (size_t)lv_dtype_size(vdt);
+    const int64_t G = is_int8 ? lv_qgemm_groups(K, group_size) : 1;
+    const int64_t gs = K / G, kv0 = k0 & ~(int64_t)15;
+    const gr2_tile_fn *tiles = is_int8 ? gr2_tiles : gr2_ftiles;
+    float park[GR2_MB * 16];                               /* accumulators between chunks */
+    float fstrip[GR2_NC * 16] __attribute__((aligned(32))); /* float values' strips */
+    int8_t *qstrip = (int8_t *)fstrip;                      /* int8 codes' strips */
+    for (int64_t mb = m0; mb < m1; mb += GR2_MB) {
+        const int64_t me = mb + GR2_MB < m1 ? mb + GR2_MB : m1;
+        for (int64_t n = 0; n < N; n++) jpos[n] = lv_kept_before(mask_bits + n * ldb, kv0);
+        /* strips start at multiples of 16 in absolute k (one group each) */
+        for (int64_t kv = kv0; kv < k1; kv += 16) {
+            const int lo = (int)(k0 > kv ? k0 - kv : 0);
+            const int hi = (int)(k1 - kv < 16 ? k1 - kv : 16);
+            const int64_t len = K - kv < 16 ? K - kv : 16;
+            for (int64_t n0 = 0; n0 < N; n0 += GR2_NC) {
+                const int nc = (int)(N - n0 < GR2_NC ? N - n0 : GR2_NC);
+                for (int j = 0; j < nc; j++) {
+                    const int64_t n = n0 + j;
+                    const uint8_t *bits = mask_bits + n * ldb;
+                    if (KV == 0) { /* nothing kept: no values to point at */
+                        memset(is_int8 ? (void *)(qstrip + j * 16) : (void *)(fstrip + j * 16),
+                               0, is_int8 ? 16 : 16 * sizeof(float));
+                    } else if (is_int8) {
+                        const int8_t *row = (const int8_t *)values + n * ldv;
+                        const int8_t *vp = row + jpos[n];
+                        sx_expand_i8(bits, kv, len, &vp, row + KV, qstrip + j * 16);
+                        jpos[n] = vp - row;
+                    } else {
+                        sg_expand_f(bits, (const char *)values + (size_t)(n * ldv) * vsz, vdt, KV,
+                                    kv, len, &jpos[n], fstrip + j * 16);
+                    }
+                }
+                for (int64_t m = mb; m < me; m += GR2_MT)
+                    tiles[me - m < GR2_MT ? me - m : GR2_MT](
+                        gy, gdt, ldg, m, is_int8 ? (const void *)qstrip : (const void *)fstrip,
+                        16, 16, wscale, G, kv / gs, N, n0, nc, kv, lo, hi, park + (m - mb) * 16,
+                        act_scale, gx, xdt, ldgx);
+            }
+        }
+    }
+    free(jpos);
+    return LV_OK;
+}
+
+static lv_status sg2_qgrad(const void *gy, lv_dtype gdt, int64_t ldg, const int8_t *qvalues,
+                           int64_t ldv, const uint8_t *mask_bits, int64_t ldb, int64_t KV,
+                           const float *wscale, int64_t group_size, const float *act_scale,
+                           int64_t N, int64_t K, int64_t m0, int64_t m1, int64_t k0, int64_t k1,
+                           void *gx, lv_dtype xdt, int64_t ldgx) {
+    return sg2_grad(gy, gdt, ldg, qvalues, LV_F32, 1, ldv, mask_bits, ldb, KV, wscale,
+                    group_size, act_scale, N, K, m0, m1, k0, k1, gx, xdt, ldgx);
+}
+
+static lv_status sg2_fgrad(const void *gy, lv_dtype gdt, int64_t ldg, const void *values,
+                           lv_dtype vdt, int64_t ldv, const uint8_t *mask_bits, int64_t ldb,
+                           int64_t KV, int64_t N, int64_t K, int64_t m0, int64_t m1, int64_t k0,
+                           int64_t k1, void *gx, lv_dtype xdt, int64_t ldgx) {
+    return sg2_grad(gy, gdt, ldg, values, vdt, 0, ldv, mask_bits, ldb, KV, NULL, -1, NULL, N, K,
+                    m0, m1, k0, k1, gx, xdt, ldgx);
+}
+
+LV_SPARSE_GRAD_ENTRIES(avx2, sg2_qgrad, sg2_fgrad)

@@ -1004,18 +1004,20 @@ static lv_status sq_grad(const void *gy, lv_dtype gdt, int64_t ldg, const void *
 }
 
 static lv_status sq_qgrad(const void *gy, lv_dtype gdt, int64_t ldg, const int8_t *qvalues,
-                          int64_t ldv, const uint8_t *mask_bits, int64_t ldb,
+                          int64_t ldv, const uint8_t *mask_bits, int64_t ldb, int64_t KV,
                           const float *wscale, int64_t group_size, const float *act_scale,
                           int64_t N, int64_t K, int64_t m0, int64_t m1, int64_t k0, int64_t k1,
                           void *gx, lv_dtype xdt, int64_t ldgx) {
+    (void)KV; /* vpexpandb reads exactly the row's counted values */
     return sq_grad(gy, gdt, ldg, qvalues, LV_F32, 1, ldv, mask_bits, ldb, wscale, group_size,
                    act_scale, N, K, m0, m1, k0, k1, gx, xdt, ldgx);
 }
 
 static lv_status sq_fgrad(const void *gy, lv_dtype gdt, int64_t ldg, const void *values,
                           lv_dtype vdt, int64_t ldv, const uint8_t *mask_bits, int64_t ldb,
-                          int64_t N, int64_t K, int64_t m0, int64_t m1, int64_t k0, int64_t k1,
-                          void *gx, lv_dtype xdt, int64_t ldgx) {
+                          int64_t KV, int64_t N, int64_t K, int64_t m0, int64_t m1, int64_t k0,
+                          int64_t k1, void *gx, lv_dtype xdt, int64_t ldgx) {
+    (void)KV;
     return sq_grad(gy, gdt, ldg, values, vdt, 0, ldv, mask_bits, ldb, NULL, -1, NULL, N, K, m0,
                    m1, k0, k1, gx, xdt, ldgx);
 }

@@ -112,21 +112,23 @@ static inline lv_status lv_sparse_grad_chain(const void *gy, lv_dtype gdt, int64
  * AVX-512 file has its own kernels giving the same bits). */
 static inline lv_status lv_sparse_qgrad_chain(const void *gy, lv_dtype gdt, int64_t ldg,
                                               const int8_t *qvalues, int64_t ldv,
-                                              const uint8_t *mask_bits, int64_t ldb,
+                                              const uint8_t *mask_bits, int64_t ldb, int64_t KV,
                                               const float *wscale, int64_t group_size,
                                               const float *act_scale, int64_t N, int64_t K,
                                               int64_t m0, int64_t m1, int64_t k0, int64_t k1,
                                               void *gx, lv_dtype xdt, int64_t ldgx) {
+    (void)KV;
     return lv_sparse_grad_chain(gy, gdt, ldg, qvalues, LV_F32, 1, ldv, mask_bits, ldb, wscale,
                                 group_size, act_scale, N, K, m0, m1, k0, k1, gx, xdt, ldgx);
 }
 
 static inline lv_status lv_sparse_fgrad_chain(const void *gy, lv_dtype gdt, int64_t ldg,
                                               const void *values, lv_dtype vdt, int64_t ldv,
-                                              const uint8_t *mask_bits, int64_t ldb, int64_t N,
-                                              int64_t K, int64_t m0, int64_t m1, int64_t k0,
-                                              int64_t k1, void *gx, lv_dtype xdt,
+                                              const uint8_t *mask_bits, int64_t ldb, int64_t KV,
+                                              int64_t N, int64_t K, int64_t m0, int64_t m1,
+                                              int64_t k0, int64_t k1, void *gx, lv_dtype xdt,
                                               int64_t ldgx) {
+    (void)KV;
     return lv_sparse_grad_chain(gy, gdt, ldg, values, vdt, 0, ldv, mask_bits, ldb, NULL, -1,
                                 NULL, N, K, m0, m1, k0, k1, gx, xdt, ldgx);
 }
@@ -146,7 +148,7 @@ static inline lv_status lv_sparse_fgrad_chain(const void *gy, lv_dtype gdt, int6
                                             wscale, group_size, N, K, m0, m1, k0, k1, gx,     \
                                             ldgx);                                            \
         if (st != LV_OK || !wscale) return st != LV_OK ? st : LV_E_INVALID;                   \
-        return qchain(gy, gdt, ldg, qvalues, ldv, mask_bits, ldb, wscale, group_size,         \
+        return qchain(gy, gdt, ldg, qvalues, ldv, mask_bits, ldb, KV, wscale, group_size,     \
                       act_scale, N, K, m0, m1, k0, k1, gx, xdt, ldgx);                        \
     }                                                                                         \
     lv_status lv_sparse_linear_grad_input_rows_##sfx(                                         \
@@ -157,8 +159,8 @@ static inline lv_status lv_sparse_fgrad_chain(const void *gy, lv_dtype gdt, int6
         lv_status st = lv_check_sparse_grad(gy, ldg, values, ldv, mask_bits, ldb, KV, NULL,    \
                                             -1, N, K, m0, m1, k0, k1, gx, ldgx);              \
         if (st != LV_OK) return st;                                                           \
-        return fchain(gy, gdt, ldg, values, vdt, ldv, mask_bits, ldb, N, K, m0, m1, k0, k1,   \
-                      gx, xdt, ldgx);                                                         \
+        return fchain(gy, gdt, ldg, values, vdt, ldv, mask_bits, ldb, KV, N, K, m0, m1, k0,   \
+                      k1, gx, xdt, ldgx);                                                     \
     }
 
 #endif /* LOWVRAM_CPU_SPARSE_GRAD_H */
