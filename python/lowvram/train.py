@@ -219,14 +219,14 @@ class _Meter:
     """Peak memory of the device the model lives on: VmHWM of the whole process
     on CPU, torch.cuda.max_memory_allocated on CUDA."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, pin: bool = True):
         self.device = device
         self.cuda = device.type == "cuda"
         if self.cuda:
             self.available = True
         else:
             self.available = device.type == "cpu" and memory.reset_peak_rss()
-            if self.available:
+            if self.available and pin:
                 _pin_mmap_threshold()
 
     def reset(self) -> None:
@@ -415,9 +415,14 @@ class MicroBatchStep:
     micro-batch for the next step; the effective batch never changes.
     With an int ``micro_batch_size`` and a ``budget``, the int is where that
     shrinking starts. Every step's ``peak_bytes`` is measured (also without a
-    budget). On CPU, MicroBatchStep fixes glibc's mmap threshold at 1 MiB for
-    the process (:func:`_pin_mmap_threshold`): otherwise freed activations stay
-    cached in the heap and the measured peak wanders by tens of MiB.
+    budget). On CPU, with a ``budget`` or ``checkpoint``, MicroBatchStep fixes
+    glibc's mmap threshold at 1 MiB for the process (:func:`_pin_mmap_threshold`):
+    otherwise freed activations stay cached in the heap, the resident set stays
+    higher and the measured peak wanders by tens of MiB. It costs time, since
+    every tensor of 1 MiB or more is then mapped and zeroed anew by the kernel
+    (SmolLM2-135M int8 + LoRA, 4 micro-batches of 8 x 256 tokens, 2-core CPU:
+    52 s per step and 4.7 GiB peak pinned, 33 s and 7.5 GiB with glibc's
+    default; ``docs/training.md``). Without either it leaves the allocator alone.
 
     ``checkpoint``: True wraps every element of every outermost
     ``nn.ModuleList`` with activation checkpointing (:func:`checkpoint_`); a
@@ -471,7 +476,9 @@ class MicroBatchStep:
         self.ddp = _is_ddp(model)
         self.grad_hooks = bool(_grad_hooks) and not self.ddp
         self.device = _model_device(model)
-        self.meter = _Meter(self.device)
+        # the allocator setting is for steps that promise memory (a budget, checkpointing);
+        # it costs time (every large tensor is mapped anew: see the class docstring)
+        self.meter = _Meter(self.device, pin=self.budget is not None or bool(checkpoint))
         if self.budget is not None and not self.meter.available:
             raise RuntimeError(f"{_NAME}: budget= needs a measured peak, and this process cannot "
                                f"measure one on {self.device} (CPU: resetting VmHWM through "

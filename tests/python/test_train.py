@@ -399,6 +399,10 @@ def needs_vmhwm(fn):
     @functools.wraps(fn)
     def wrapper():
         if os.environ.get("LOWVRAM_TEST_CHILD") == fn.__name__:
+            # a step without a budget leaves the allocator alone, one with a budget pins
+            # its mmap threshold: pinned from the start, every step a test compares is
+            # measured under the same setting
+            lowvram.train._pin_mmap_threshold()
             return fn()
         env = dict(os.environ, LOWVRAM_TEST_CHILD=fn.__name__)
         r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
@@ -425,6 +429,22 @@ def test_checkpoint_lowers_the_measured_peak_and_keeps_gradients():
     print(f"peak at 16 rows: {plain / MiB:.1f} MiB plain, {ck / MiB:.1f} MiB checkpointed")
     assert ck < plain - 48 * MiB, (plain / MiB, ck / MiB)
     assert max(rel_err(a, b) for a, b in zip(grads[True], grads[False])) <= RTOL
+
+
+@_vmhwm_mark
+def test_allocator_setting_only_for_steps_that_promise_memory():
+    """The 1 MiB mmap threshold costs time (docs/training.md): a step without a
+    budget or checkpointing leaves glibc's allocator alone; one with a budget
+    pins it. A fresh interpreter, since the setting is process-wide."""
+    code = ("import torch, lowvram.train as t\n"
+            "m = torch.nn.Linear(2, 2); o = torch.optim.SGD(m.parameters(), lr=0.1)\n"
+            "f = lambda m, b: m(b).sum()\n"
+            "t.MicroBatchStep(m, o, f, micro_batch_size=2); print(t._MMAP_PINNED)\n"
+            "t.MicroBatchStep(m, o, f, micro_batch_size=2, budget='64GiB'); "
+            "print(t._MMAP_PINNED)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["False", "True"], r.stdout
 
 
 def test_checkpoint_hf_decoder_layers_same_gradients():
