@@ -421,7 +421,7 @@ class MicroBatchStep:
     higher and the measured peak wanders by tens of MiB. It costs time, since
     every tensor of 1 MiB or more is then mapped and zeroed anew by the kernel
     (SmolLM2-135M int8 + LoRA, 4 micro-batches of 8 x 256 tokens, 2-core CPU:
-    52 s per step and 4.7 GiB peak pinned, 33 s and 7.5 GiB with glibc's
+    about 52 s per step and 4.6 GiB peak pinned, 33 s and 7.3 GiB with glibc's
     default; ``docs/training.md``). Without either it leaves the allocator alone.
 
     ``checkpoint``: True wraps every element of every outermost
