@@ -18,11 +18,12 @@ non-overlapping windows of `seq` tokens, lowvram.evaluate.perplexity).
 
 Memory: the peak resident set of the whole process (VmHWM, reset through
 /proc/self/clear_refs after a malloc_trim, lowvram.memory) on CPU;
-torch.cuda.max_memory_allocated on CUDA. MicroBatchStep fixes glibc's mmap
-threshold at 1 MiB for the process; this script does that before (a) too, so
+torch.cuda.max_memory_allocated on CUDA. MicroBatchStep with a budget fixes
+glibc's mmap threshold at 1 MiB for the process; this script does that before (a) too, so
 every configuration is measured under the same allocator setting.
 
-    python bench/bench_train.py                 # defaults: batch 32 x 256, (a) 4 / (b) 10 / (c) 10 steps
+    python bench/bench_train.py                 # defaults: batch 32 x 256, (a) 3 / (b) 8 / (c) 8 steps,
+                                                # budget 30% of (a)'s peak; ~25 min on 2 cores
     python bench/bench_train.py --quick         # smoke test: batch 8 x 64, 2-3 steps each, ~1-2 min
     python bench/bench_train.py --steps-a 20 --steps-b 50 --steps-c 50    # scale up
     python bench/bench_train.py --plot-only     # redraw docs/training.png from the json
@@ -530,14 +531,16 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--steps-a", type=int, default=4)
-    p.add_argument("--steps-b", type=int, default=10)
-    p.add_argument("--steps-c", type=int, default=10)
+    p.add_argument("--steps-a", type=int, default=3)
+    p.add_argument("--steps-b", type=int, default=8)
+    p.add_argument("--steps-c", type=int, default=8)
     p.add_argument("--steps", type=int, help="set --steps-a, --steps-b and --steps-c at once")
     p.add_argument("--repeats", type=int, default=2, help="(d) interleaved repeats (0: skip (d))")
     p.add_argument("--budget", help="budget for (b) and (c), e.g. '6GiB' "
                    "(default: --budget-frac of (a)'s measured peak)")
-    p.add_argument("--budget-frac", type=float, default=0.6)
+    p.add_argument("--budget-frac", type=float, default=None,
+                   help="fraction of (a)'s measured peak (default 0.3; 0.6 with --quick, whose "
+                   "small batch leaves little above the process's own resident set)")
     p.add_argument("--rank", type=int, default=16)
     p.add_argument("--lr-a", type=float, default=5e-5)
     p.add_argument("--lr-lora", type=float, default=1e-3)
@@ -574,6 +577,8 @@ def main():
         args.batch, args.seq = 8, 64
         args.steps_a, args.steps_b, args.steps_c = 2, 3, 3
         args.repeats, args.ppl_windows = 1, 4
+    if args.budget_frac is None:
+        args.budget_frac = 0.6 if args.quick else 0.3
     if args.steps is not None:
         args.steps_a = args.steps_b = args.steps_c = args.steps
     torch.set_num_threads(args.threads)
