@@ -11,7 +11,6 @@ a forgotten zero_grad), the test shows it fails the same check.
 import functools
 import gc
 import os
-import socket
 import subprocess
 import sys
 import warnings
@@ -568,12 +567,6 @@ def test_auto_on_cuda_keeps_max_memory_allocated_under_the_budget():
 
 # ----------------------------------------------------------------------------- DDP
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 DDP_ROWS = (7, 5)  # rows of each rank's batch: unequal on purpose
 
 
@@ -594,11 +587,16 @@ def _mean_loss3(m, b):
     return F.cross_entropy(m(b[0]), b[1])
 
 
-def _ddp_worker(rank, port, outdir):
+def _ddp_worker(rank, outdir):
+    import datetime
     import torch.distributed as dist
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=2)
+    # The rendezvous store is a file, not a TCP server inside rank 0: once rank 0 was done
+    # it could exit while rank 1 still talked to its store, and rank 1 aborted ("terminate
+    # called without an active exception", seen once in CI). Gloo's own traffic is TCP on
+    # loopback either way.
+    dist.init_process_group("gloo", init_method="file://" + os.path.join(outdir, "store"),
+                            rank=rank, world_size=2, timeout=datetime.timedelta(seconds=120))
     try:
         x, y, tok = _ddp_batches()
         lo = sum(DDP_ROWS[:rank])
@@ -619,6 +617,7 @@ def _ddp_worker(rank, port, outdir):
                                 grads=[p.grad.clone() for p in model.module.parameters()],
                                 params=[p.detach().clone() for p in model.module.parameters()])
         torch.save(result, os.path.join(outdir, f"rank{rank}.pt"))
+        dist.barrier()  # neither rank tears gloo down while the other still uses it
     finally:
         dist.destroy_process_group()
 
@@ -627,7 +626,7 @@ def _ddp_worker(rank, port, outdir):
                     reason="torch.distributed with gloo is unavailable")
 def test_ddp_two_processes_equal_a_single_process_full_batch(tmp_path):
     import torch.multiprocessing as mp
-    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(str(tmp_path),), nprocs=2, join=True)
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     batch = _ddp_batches()
     for name, fn in (("mean", _mean_loss3), ("pair", _pair_loss)):
