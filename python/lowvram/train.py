@@ -219,14 +219,14 @@ class _Meter:
     """Peak memory of the device the model lives on: VmHWM of the whole process
     on CPU, torch.cuda.max_memory_allocated on CUDA."""
 
-    def __init__(self, device: torch.device, pin: bool = True):
+    def __init__(self, device: torch.device, pin_mmap_threshold: bool):
         self.device = device
         self.cuda = device.type == "cuda"
         if self.cuda:
             self.available = True
         else:
             self.available = device.type == "cpu" and memory.reset_peak_rss()
-            if self.available and pin:
+            if self.available and pin_mmap_threshold:
                 _pin_mmap_threshold()
 
     def reset(self) -> None:
@@ -421,8 +421,8 @@ class MicroBatchStep:
     higher and the measured peak wanders by tens of MiB. It costs time, since
     every tensor of 1 MiB or more is then mapped and zeroed anew by the kernel
     (SmolLM2-135M int8 + LoRA, 4 micro-batches of 8 x 256 tokens, 2-core CPU:
-    about 52 s per step and 4.6 GiB peak pinned, 33 s and 7.3 GiB with glibc's
-    default; ``docs/training.md``). Without either it leaves the allocator alone.
+    55 s per step and 4.6 GiB peak pinned, 32 s and 7.3-7.7 GiB with glibc's
+    default; ``bench/bench_alloc.py``, ``docs/training.md``). Without either it leaves the allocator alone.
 
     ``checkpoint``: True wraps every element of every outermost
     ``nn.ModuleList`` with activation checkpointing (:func:`checkpoint_`); a
@@ -478,7 +478,8 @@ class MicroBatchStep:
         self.device = _model_device(model)
         # the allocator setting is for steps that promise memory (a budget, checkpointing);
         # it costs time (every large tensor is mapped anew: see the class docstring)
-        self.meter = _Meter(self.device, pin=self.budget is not None or bool(checkpoint))
+        self.meter = _Meter(self.device,
+                            pin_mmap_threshold=self.budget is not None or bool(checkpoint))
         if self.budget is not None and not self.meter.available:
             raise RuntimeError(f"{_NAME}: budget= needs a measured peak, and this process cannot "
                                f"measure one on {self.device} (CPU: resetting VmHWM through "
